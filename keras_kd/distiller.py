@@ -1,0 +1,667 @@
+"""The Distiller: a `keras.Model` that trains a student from a frozen teacher."""
+
+import math
+import warnings
+
+from keras_kd import losses as kd_losses
+from keras_kd.backend import apply_gradients, keras, scale_loss, tf
+
+__all__ = ["Distiller"]
+
+FINAL_OUTPUT = "final_output"
+_CACHE_KEYS = ("teacher_outputs", "labels")
+_REDUCED_DTYPES = ("bfloat16", "float16")
+
+
+def _validate_alpha(alpha, what="alpha"):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(
+            f"{what} must be a number in [0, 1], got {alpha!r}. It weights the distillation term: "
+            "loss = alpha * distillation_loss + (1 - alpha) * student_loss."
+        )
+    return float(alpha)
+
+
+def _validate_temperature(temperature):
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not math.isfinite(float(temperature)) or float(temperature) <= 0.0):
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature!r}. Typical values are 1 to 10 "
+            "(higher gives softer teacher targets)."
+        )
+    return float(temperature)
+
+
+def _is_built(model):
+    return bool(model.built) and len(model.weights) > 0
+
+
+def _single_output_shape(model):
+    """The static shape of a model's only output, or None when unknown or several."""
+    outputs = getattr(model, "outputs", None)
+    try:
+        if outputs and len(outputs) == 1:
+            return tuple(outputs[0].shape)
+    except (AttributeError, ValueError):
+        pass
+    return None
+
+
+def _output_activation_is_softmax(model):
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    activation = getattr(layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax" or type(layers[-1]).__name__ == "Softmax"
+
+
+def _adapt_keras_distillation_loss(loss):
+    """Accepts `keras.distillation` loss objects (Keras >= 3.12) with the same meaning."""
+    module = type(loss).__module__
+    if not module.startswith("keras"):
+        return None
+    from keras_kd.losses.compat import from_keras_distillation_loss
+
+    return from_keras_distillation_loss(loss)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class Distiller(keras.Model):
+    """Trains `student` to match a frozen `teacher`, with a scheduled temperature and alpha.
+
+    For the default logit distillation the loss is
+
+        loss = alpha * T**2 * KL(softmax(z_t / T) || softmax(z_s / T))
+               + (1 - alpha) * student_loss(y, z_s)
+
+    and with several distillation losses `L_k` weighted by `lambda_k`
+    (`distillation_loss_weights`):
+
+        loss = alpha * sum_k lambda_k * L_k + (1 - alpha) * student_loss(y, z_s)
+
+    `alpha` weights the *distillation* term (Hinton's convention). The
+    `keras.distillation` argument `student_loss_weight` is accepted and means
+    `1 - alpha`. Every loss is computed in float32 from `log_softmax`, even
+    under a mixed-precision policy, and reduced over the global batch under
+    `tf.distribute` (over real tokens only when labels are `ignore_index`).
+
+    `distiller.temperature`, `distiller.alpha` and the per-loss weights are
+    non-trainable Variables: callbacks such as
+    `keras_kd.callbacks.TemperatureScheduler` assign them during `fit` without
+    retracing, and checkpoints keep them.
+
+    The teacher is frozen (`teacher.trainable = False`) and called with
+    `training=False`. Intermediate layers that feature losses read come from
+    one forward pass of each model. Trainable state that a loss needs (a
+    FitNets adapter) is owned by the Distiller, trained with the student and
+    left out of `distiller.student`.
+
+    Differences from `keras.distillation.Distiller` (deliberate fixes):
+    `LogitsDistillation()` with its default `"kl_divergence"` is computed as
+    the soft-target KL above (softmax and `T**2`), not Keras' KL on raw
+    logits; `distillation_losses` defaults to that loss; the temperature and
+    weights are Variables; the student runs forward once per step; the logs
+    say `loss` (not `total_loss`) plus `temperature` and `alpha`.
+
+    Args:
+        teacher: a built `keras.Model` giving logits (frozen by the Distiller).
+        student: a `keras.Model` giving logits of the teacher's shape.
+        distillation_losses: a `keras_kd.losses.DistillationLoss`, a registered
+            name, a `keras.distillation` loss, or a list of them. Defaults to
+            `SoftTargetKLDivergence()`.
+        distillation_loss_weights: one weight per distillation loss (default 1).
+        student_loss_weight: `keras.distillation` spelling of `1 - alpha`;
+            cannot be combined with `alpha`.
+        alpha: weight of the distillation term in [0, 1]; default 0.5.
+        temperature: initial temperature > 0; default: the first
+            temperature-using loss's own temperature (3.0 for the default).
+        teacher_dtype: None, `"bfloat16"` or `"float16"`: run the teacher's
+            forward pass in reduced precision (the losses stay float32).
+        ignore_index: label value that marks padding (sequence distillation):
+            such positions count in neither term.
+        check_finite: stop training with the step number when the loss
+            becomes NaN or inf.
+        name: model name.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_kd
+
+    x = np.random.rand(64, 8).astype("float32"); y = np.random.randint(0, 3, 64)
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+                                keras.layers.Dense(3)])
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=1, verbose=0)
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    distiller = keras_kd.Distiller(teacher=teacher, student=student).compile(
+        optimizer="adam", metrics=["accuracy"], alpha=0.7, temperature=4.0)
+    history = distiller.fit(x, y, epochs=2, verbose=0)
+    sorted(history.history)  # ['accuracy', 'alpha', 'distillation_loss', 'loss', 'student_loss', 'temperature']
+    ```
+    """
+
+    def __init__(self, teacher, student, distillation_losses=None, distillation_loss_weights=None,
+                 student_loss_weight=None, alpha=None, temperature=None, teacher_dtype=None, ignore_index=-100,
+                 check_finite=True, name="distiller", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._validate_models(teacher, student)
+        if student_loss_weight is not None and alpha is not None:
+            raise ValueError(
+                f"Pass either alpha={alpha!r} (weight of the distillation term) or student_loss_weight="
+                f"{student_loss_weight!r} (the keras.distillation spelling of 1 - alpha), not both."
+            )
+        if student_loss_weight is not None:
+            alpha = 1.0 - _validate_alpha(student_loss_weight, "student_loss_weight")
+        self._alpha_from_student_loss_weight = student_loss_weight is not None
+        if teacher_dtype is not None and teacher_dtype not in _REDUCED_DTYPES:
+            raise ValueError(f"teacher_dtype must be None, 'bfloat16' or 'float16', got {teacher_dtype!r}.")
+        self.teacher = teacher
+        self.student = student
+        self.teacher.trainable = False
+        self.teacher_dtype = teacher_dtype
+        self.ignore_index = ignore_index
+        self.check_finite = bool(check_finite)
+        self._explicit_temperature = temperature is not None
+        self.alpha = self.add_weight(
+            name="alpha", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(_validate_alpha(0.5 if alpha is None else alpha)),
+        )
+        self.temperature = self.add_weight(
+            name="temperature", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Constant(_validate_temperature(3.0 if temperature is None else temperature)),
+        )
+        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self._reduced_teacher = None
+        self._student_loss_config = "auto"
+        self._student_loss_fn = None
+        self._distillation_losses = None
+        if distillation_losses is not None:
+            self._set_distillation_losses(distillation_losses, distillation_loss_weights)
+        elif distillation_loss_weights is not None:
+            raise ValueError("distillation_loss_weights was given without distillation_losses.")
+        if _output_activation_is_softmax(student):
+            warnings.warn(
+                f"The student {student.name!r} ends in a softmax, but distillation losses expect logits "
+                "(probabilities would be softmaxed twice). Build the student's last layer with "
+                "activation=None.", stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ setup
+    def _validate_models(self, teacher, student):
+        for role, model in (("teacher", teacher), ("student", student)):
+            if not isinstance(model, keras.Model):
+                raise TypeError(f"The {role} must be a keras.Model, got {type(model).__name__}.")
+        if teacher is student:
+            raise ValueError(
+                "The teacher and the student are the same model object. Distillation needs a separate "
+                "student: build a new (usually smaller) model, or clone the teacher with "
+                "keras.models.clone_model(teacher) for self-distillation."
+            )
+        if not _is_built(teacher):
+            raise ValueError(
+                f"The teacher {teacher.name!r} is not built (it has no weights yet), so it has nothing to "
+                "teach. Train or load the teacher first, or call teacher.build(input_shape) and load weights."
+            )
+
+    def _ensure_losses(self):
+        if self._distillation_losses is None:
+            self._set_distillation_losses([kd_losses.SoftTargetKLDivergence()], None)
+
+    def _set_distillation_losses(self, distillation_losses, weights):
+        if self._distillation_losses is not None:
+            raise ValueError(
+                "The distillation losses of this Distiller are already set (they own Variables and adapters). "
+                "To train a new phase with other losses, build a new Distiller(teacher, student, "
+                "distillation_losses=...): the student keeps its weights."
+            )
+        if not isinstance(distillation_losses, (list, tuple)):
+            distillation_losses = [distillation_losses]
+        if len(distillation_losses) == 0:
+            raise ValueError("distillation_losses is empty; pass at least one loss or None for the default.")
+        resolved = []
+        for loss in distillation_losses:
+            adapted = _adapt_keras_distillation_loss(loss) if not isinstance(loss, kd_losses.DistillationLoss) else None
+            resolved.append(adapted if adapted is not None else kd_losses.get(loss))
+        if weights is None:
+            weights = [1.0] * len(resolved)
+        if len(weights) != len(resolved):
+            raise ValueError(
+                f"distillation_loss_weights has {len(weights)} values but there are {len(resolved)} "
+                "distillation losses; give one weight per loss."
+            )
+        for weight in weights:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {list(weights)!r}.")
+        self._distillation_losses = resolved
+        self._initial_loss_weights = [float(w) for w in weights]
+        self._loss_weight_variables = [
+            self.add_weight(name=f"distillation_loss_weight_{i}", shape=(), dtype="float32", trainable=False,
+                            initializer=keras.initializers.Constant(w))
+            for i, w in enumerate(self._initial_loss_weights)
+        ]
+        if not self._explicit_temperature:
+            temperatures = sorted({l.temperature for l in resolved if l.uses_temperature and hasattr(l, "temperature")})
+            if len(temperatures) > 1:
+                raise ValueError(
+                    f"The distillation losses are configured with different temperatures {temperatures}, but the "
+                    "Distiller schedules one temperature. Pass temperature=... to the Distiller or to compile()."
+                )
+            if temperatures:
+                self.temperature.assign(temperatures[0])
+        self._build_taps()
+
+    def _build_taps(self):
+        """Builds one multi-output view of each model so every layer a loss reads comes from one pass."""
+        teacher_names, student_names = [], []
+        for loss in self._distillation_losses:
+            if loss.teacher_layer_name and loss.teacher_layer_name not in teacher_names:
+                teacher_names.append(loss.teacher_layer_name)
+            if loss.student_layer_name and loss.student_layer_name not in student_names:
+                student_names.append(loss.student_layer_name)
+        self._teacher_tap, teacher_shapes = self._make_tap(self.teacher, teacher_names, "teacher")
+        self._student_tap, student_shapes = self._make_tap(self.student, student_names, "student")
+        states = []
+        for loss in self._distillation_losses:
+            t_shape = teacher_shapes.get(loss.teacher_layer_name or FINAL_OUTPUT)
+            s_shape = student_shapes.get(loss.student_layer_name or FINAL_OUTPUT)
+            loss.validate_shapes(t_shape, s_shape)
+            states.append(loss.create_state(t_shape, s_shape))
+        # Layers owned by the Distiller: trained with the student, never part of it.
+        self.loss_states = [s for s in states if s is not None]
+        self._states = states
+
+    @staticmethod
+    def _make_tap(model, layer_names, role):
+        """A multi-output view of `model` and the static shape of each output it gives."""
+        if not layer_names:
+            return None, {FINAL_OUTPUT: _single_output_shape(model)}
+        if not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
+            raise ValueError(
+                f"Distillation losses read layers {layer_names} of the {role} {model.name!r}, but it is a "
+                "subclassed model with no symbolic inputs/outputs. Build it as a Functional or Sequential "
+                "model, or use losses on the final outputs only."
+            )
+        outputs = {FINAL_OUTPUT: model.outputs[0] if len(model.outputs) == 1 else model.outputs}
+        for layer_name in layer_names:
+            try:
+                layer = model.get_layer(name=layer_name)
+            except ValueError:
+                known = [layer.name for layer in model.layers]
+                raise ValueError(
+                    f"The {role} {model.name!r} has no layer named {layer_name!r}. Its layers are: {known}."
+                ) from None
+            outputs[layer_name] = layer.output
+        shapes = {name: tuple(t.shape) if hasattr(t, "shape") else None for name, t in outputs.items()}
+        return keras.Model(model.inputs, outputs, name=f"{model.name}_{role}_taps"), shapes
+
+    def _reduced_precision_teacher(self):
+        """A copy of the teacher whose layers compute (and keep weights) in `teacher_dtype`."""
+        if self._reduced_teacher is None:
+            source = self._teacher_tap or self.teacher
+            if not getattr(source, "inputs", None):
+                raise ValueError(
+                    f"teacher_dtype={self.teacher_dtype!r} needs a Functional or Sequential teacher to clone "
+                    f"in {self.teacher_dtype}; {self.teacher.name!r} is subclassed. Set its dtype policy "
+                    "yourself or use teacher_dtype=None."
+                )
+            dtype = self.teacher_dtype
+
+            def clone_layer(layer):
+                config = layer.get_config()
+                config["dtype"] = dtype
+                return layer.__class__.from_config(config)
+
+            with keras.utils.custom_object_scope({}):
+                clone = keras.models.clone_model(source, clone_function=clone_layer)
+            clone.set_weights([w.astype(dtype) if hasattr(w, "astype") else w for w in source.get_weights()])
+            clone.trainable = False
+            self._reduced_teacher = clone
+        return self._reduced_teacher
+
+    # --------------------------------------------------------------- compile
+    def compile(self, optimizer="adam", loss=None, metrics=None, student_loss=None, distillation_loss=None,
+                alpha=None, temperature=None, distillation_loss_weights=None, **kwargs):
+        """Configures training and returns the Distiller, so `.compile(...).fit(...)` chains.
+
+        Args:
+            optimizer: the student's optimizer.
+            loss: `keras.distillation` spelling of `student_loss`.
+            metrics: metrics of the student's outputs against the labels.
+            student_loss: loss on the labels; default `"auto"`: sparse or
+                categorical cross-entropy from logits, chosen by label rank.
+            distillation_loss: replaces the distillation losses given to the
+                constructor (a loss, name, or list).
+            alpha: weight of the distillation term in [0, 1].
+            temperature: temperature > 0.
+            distillation_loss_weights: one weight per distillation loss.
+            **kwargs: passed to `keras.Model.compile` (`jit_compile`,
+                `steps_per_execution`, ...).
+
+        Returns:
+            The Distiller.
+        """
+        if loss is not None and student_loss is not None:
+            raise ValueError("Pass the student's loss as student_loss=... or as loss=... (keras spelling), not both.")
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError("loss_weights is not used by the Distiller; use alpha and distillation_loss_weights.")
+        kwargs.pop("loss_weights", None)
+        if metrics is not None and not isinstance(metrics, (list, tuple, dict)):
+            metrics = [metrics]
+        if alpha is not None:
+            if self._alpha_from_student_loss_weight:
+                raise ValueError(
+                    "This Distiller was built with student_loss_weight (= 1 - alpha); pass alpha to compile() "
+                    "only when the constructor did not get student_loss_weight."
+                )
+            self.alpha.assign(_validate_alpha(alpha))
+        if distillation_loss is not None:
+            self._set_distillation_losses(distillation_loss, distillation_loss_weights)
+        else:
+            self._ensure_losses()
+            if distillation_loss_weights is not None:
+                if len(distillation_loss_weights) != len(self._loss_weight_variables):
+                    raise ValueError(
+                        f"distillation_loss_weights has {len(distillation_loss_weights)} values but there are "
+                        f"{len(self._loss_weight_variables)} distillation losses; give one weight per loss."
+                    )
+                for variable, weight in zip(self._loss_weight_variables, distillation_loss_weights):
+                    variable.assign(float(weight))
+        if temperature is not None:
+            self._explicit_temperature = True
+            self.temperature.assign(_validate_temperature(temperature))
+        self._student_loss_config = student_loss if student_loss is not None else (loss if loss is not None else "auto")
+        self._student_loss_fn = self._resolve_student_loss(self._student_loss_config)
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        return self
+
+    @staticmethod
+    def _resolve_student_loss(student_loss):
+        if student_loss is None or student_loss == "auto":
+            return None
+        loss = keras.losses.get(student_loss) if isinstance(student_loss, (str, dict)) else student_loss
+        if loss is None or not callable(loss):
+            raise ValueError(f"Unknown student loss {student_loss!r}; pass a Keras loss name, instance or function.")
+        return loss
+
+    # ------------------------------------------------------------ properties
+    @property
+    def distillation_losses(self):
+        """The distillation losses, as `keras_kd.losses.DistillationLoss` objects."""
+        self._ensure_losses()
+        return list(self._distillation_losses)
+
+    @property
+    def distillation_loss_weights(self):
+        """The current weight of each distillation loss, as Python floats."""
+        self._ensure_losses()
+        return [float(v.numpy()) for v in self._loss_weight_variables]
+
+    @property
+    def distillation_loss_weight_variables(self):
+        """The non-trainable Variables holding each distillation loss's weight (for schedulers)."""
+        self._ensure_losses()
+        return list(self._loss_weight_variables)
+
+    @property
+    def student_loss_weight(self):
+        """`1 - alpha`, the `keras.distillation` view of the weights."""
+        return 1.0 - float(self.alpha.numpy())
+
+    @property
+    def metrics(self):
+        metrics = [self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker]
+        for metric in super().metrics:
+            if all(metric is not m for m in metrics) and metric.name != "loss":
+                metrics.append(metric)
+        return metrics
+
+    # --------------------------------------------------------------- forward
+    def call(self, inputs, training=None):
+        """Returns the student's outputs (the teacher is not run)."""
+        return self.student(inputs, training=training)
+
+    def _teacher_outputs(self, x):
+        if self.teacher_dtype is not None:
+            model = self._reduced_precision_teacher()
+            outputs = model(tf.nest.map_structure(lambda t: tf.cast(t, self.teacher_dtype)
+                                                  if t.dtype.is_floating else t, x), training=False)
+        elif self._teacher_tap is not None:
+            outputs = self._teacher_tap(x, training=False)
+        else:
+            outputs = self.teacher(x, training=False)
+        if not isinstance(outputs, dict):
+            outputs = {FINAL_OUTPUT: outputs}
+        return tf.nest.map_structure(lambda t: tf.stop_gradient(tf.cast(t, tf.float32)), outputs)
+
+    def _student_outputs(self, x, training):
+        if self._student_tap is not None:
+            return dict(self._student_tap(x, training=training))
+        return {FINAL_OUTPUT: self.student(x, training=training)}
+
+    # ------------------------------------------------------------------ loss
+    def _label_mask(self, y, prediction_rank):
+        """1.0 where a label is real, 0.0 where it equals ignore_index (padding)."""
+        if y is None or self.ignore_index is None or not y.dtype.is_integer:
+            return None
+        if len(y.shape) != prediction_rank - 1:
+            return None
+        return tf.cast(tf.not_equal(y, tf.cast(self.ignore_index, y.dtype)), tf.float32)
+
+    def _check_labels(self, y, logits):
+        """Static rank checks and a graph-time range check for sparse labels."""
+        rank, classes = len(logits.shape), logits.shape[-1]
+        if len(y.shape) == rank and y.shape[-1] == classes and classes != 1:
+            return "categorical"
+        if len(y.shape) == rank and y.shape[-1] == 1:
+            y = tf.squeeze(y, -1)
+        if len(y.shape) != rank - 1:
+            raise ValueError(
+                f"Labels of shape {tuple(y.shape)} do not fit student outputs of shape {tuple(logits.shape)}: "
+                f"expected sparse class ids of shape {tuple(logits.shape[:-1])} or one-hot labels of shape "
+                f"{tuple(logits.shape)}."
+            )
+        return "sparse"
+
+    def _student_loss_values(self, y, logits):
+        """Per-element student loss (float32) and the padding mask (None when nothing is masked)."""
+        logits32 = tf.cast(logits, tf.float32)
+        if self._student_loss_fn is not None:
+            if isinstance(self._student_loss_fn, keras.losses.Loss):
+                fn = self._student_loss_fn
+                config = fn.get_config()
+                config["reduction"] = "none"
+                values = fn.__class__.from_config(config)(y, logits32)
+            else:
+                values = self._student_loss_fn(y, logits32)
+            return tf.cast(values, tf.float32), None
+        kind = self._check_labels(y, logits)
+        if kind == "categorical":
+            return tf.nn.softmax_cross_entropy_with_logits(tf.cast(y, tf.float32), logits32), None
+        if len(y.shape) == len(logits.shape):
+            y = tf.squeeze(y, -1)
+        classes = logits.shape[-1]
+        labels = tf.cast(y, tf.int32)
+        mask = self._label_mask(labels, len(logits.shape))
+        safe_labels = labels if mask is None else tf.where(mask > 0, labels, tf.zeros_like(labels))
+        if classes is not None:
+            tf.debugging.assert_non_negative(
+                safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
+                f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
+                "number of outputs.")
+            tf.debugging.assert_less(
+                safe_labels, tf.constant(classes, tf.int32),
+                message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
+                "The student has too few outputs for these labels, or the labels are not 0-based.")
+        values = tf.nn.sparse_softmax_cross_entropy_with_logits(safe_labels, logits32)
+        return values, mask
+
+    @staticmethod
+    def _global_mean(values, weights):
+        """This replica's share of the mean over the global batch (sums to the mean across replicas)."""
+        values = tf.cast(values, tf.float32)
+        if weights is None:
+            weights = tf.ones_like(values)
+        else:
+            weights = tf.broadcast_to(tf.cast(weights, tf.float32), tf.shape(values))
+        local_sum = tf.reduce_sum(values * weights)
+        count = tf.reduce_sum(weights)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            count = context.all_reduce("sum", count)
+        return tf.math.divide_no_nan(local_sum, count)
+
+    def compute_distillation_losses(self, x, y, student_outputs, teacher_outputs, sample_weight=None):
+        """Computes this replica's share of every loss term.
+
+        Returns a dict with `loss`, `student_loss`, `distillation_loss` and one
+        entry per distillation loss (`<loss name>`), each already divided by the
+        global batch size (under tf.distribute they sum to the global mean).
+        """
+        logits = student_outputs[FINAL_OUTPUT]
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        weights = None
+        terms = {}
+        if y is not None:
+            values, weights = self._student_loss_values(y, logits)
+            if sample_weight is not None:
+                sw = tf.cast(sample_weight, tf.float32)
+                while len(sw.shape) < len(values.shape):
+                    sw = tf.expand_dims(sw, -1)
+                weights = sw if weights is None else weights * sw
+            if len(values.shape) == 0:
+                student_loss = values / num_replicas
+            else:
+                student_loss = self._global_mean(values, weights)
+        else:
+            student_loss = tf.constant(0.0)
+        distillation_total = tf.constant(0.0)
+        temperature = tf.cast(self.temperature, tf.float32)
+        for index, (loss, state) in enumerate(zip(self._distillation_losses, self._states)):
+            t = teacher_outputs[loss.teacher_layer_name or FINAL_OUTPUT]
+            s = student_outputs[loss.student_layer_name or FINAL_OUTPUT]
+            values = loss.compute(t, s, temperature=temperature if loss.uses_temperature else None,
+                                  labels=y, state=state, inputs=x)
+            values = tf.cast(values, tf.float32)
+            if len(values.shape) == 0:  # a loss that reduced itself (keras.distillation custom losses)
+                term = values / num_replicas
+            else:
+                term = self._global_mean(values, weights if weights is not None and
+                                         len(weights.shape) <= len(values.shape) else None)
+            terms[loss.name] = term
+            distillation_total += tf.cast(self._loss_weight_variables[index], tf.float32) * term
+        alpha = tf.cast(self.alpha, tf.float32)
+        total = alpha * distillation_total + (1.0 - alpha) * student_loss
+        regularization = self.student.losses + [l for state in self.loss_states for l in state.losses]
+        if regularization:
+            total += tf.add_n([tf.cast(r, tf.float32) for r in regularization]) / num_replicas
+        terms.update(loss=total, student_loss=student_loss, distillation_loss=distillation_total)
+        return terms
+
+    # ----------------------------------------------------------------- steps
+    def _unpack(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_outputs = None
+        if isinstance(y, dict) and "teacher_outputs" in y and set(y) <= set(_CACHE_KEYS):
+            teacher_outputs = y["teacher_outputs"]
+            if not isinstance(teacher_outputs, dict):
+                teacher_outputs = {FINAL_OUTPUT: teacher_outputs}
+            teacher_outputs = {k: tf.cast(v, tf.float32) for k, v in teacher_outputs.items()}
+            y = y.get("labels")
+        return x, y, sample_weight, teacher_outputs
+
+    def _variables_to_train(self):
+        variables = list(self.student.trainable_variables)
+        for state in self.loss_states:
+            variables.extend(state.trainable_variables)
+        return variables
+
+    def _update_trackers(self, terms, num_replicas):
+        # Trackers hold the per-replica value scaled back to a mean, as Keras does for its own loss.
+        self.total_loss_tracker.update_state(terms["loss"] * num_replicas)
+        self.student_loss_tracker.update_state(terms["student_loss"] * num_replicas)
+        self.distillation_loss_tracker.update_state(terms["distillation_loss"] * num_replicas)
+
+    def _logs(self, x, y, y_pred, sample_weight):
+        logs = {}
+        if y is not None:
+            logs.update(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+        logs.pop("total_loss", None)
+        logs["loss"] = self.total_loss_tracker.result()
+        logs["student_loss"] = self.student_loss_tracker.result()
+        logs["distillation_loss"] = self.distillation_loss_tracker.result()
+        logs["temperature"] = tf.identity(self.temperature)
+        logs["alpha"] = tf.identity(self.alpha)
+        return logs
+
+    def _assert_finite(self, total):
+        if not self.check_finite:
+            return
+        step = self.optimizer.iterations
+        tf.debugging.Assert(
+            tf.math.is_finite(total),
+            ["keras_kd: the distillation loss became non-finite (NaN or inf) at step", step,
+             "Lower the learning rate, check the inputs for NaN/inf, or clip gradients "
+             "(optimizer clipnorm=1.0)."],
+        )
+
+    def train_step(self, data):
+        x, y, sample_weight, teacher_outputs = self._unpack(data)
+        if teacher_outputs is None:
+            teacher_outputs = self._teacher_outputs(x)
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        variables = self._variables_to_train()
+        with tf.GradientTape() as tape:
+            student_outputs = self._student_outputs(x, training=True)
+            terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
+            scaled = scale_loss(self.optimizer, terms["loss"])
+        self._assert_finite(terms["loss"])
+        gradients = tape.gradient(scaled, variables)
+        apply_gradients(self.optimizer, gradients, variables)
+        self._update_trackers(terms, num_replicas)
+        return self._logs(x, y, student_outputs[FINAL_OUTPUT], sample_weight)
+
+    def test_step(self, data):
+        x, y, sample_weight, teacher_outputs = self._unpack(data)
+        if teacher_outputs is None:
+            teacher_outputs = self._teacher_outputs(x)
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        student_outputs = self._student_outputs(x, training=False)
+        terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
+        self._update_trackers(terms, num_replicas)
+        return self._logs(x, y, student_outputs[FINAL_OUTPUT], sample_weight)
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.student(x, training=False)
+
+    def reset_metrics(self):
+        super().reset_metrics()
+        for tracker in (self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker):
+            tracker.reset_state()
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        self._ensure_losses()
+        return {
+            "name": self.name,
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "distillation_losses": [kd_losses.serialize(l) for l in self._distillation_losses],
+            "distillation_loss_weights": self.distillation_loss_weights,
+            "alpha": float(self.alpha.numpy()),
+            "temperature": float(self.temperature.numpy()),
+            "teacher_dtype": self.teacher_dtype,
+            "ignore_index": self.ignore_index,
+            "check_finite": self.check_finite,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"], custom_objects=custom_objects)
+        config["student"] = keras.saving.deserialize_keras_object(config["student"], custom_objects=custom_objects)
+        config["distillation_losses"] = [kd_losses.get(l) for l in config["distillation_losses"]]
+        return cls(**config)

@@ -1,0 +1,140 @@
+"""Accepting `keras.distillation` loss objects (Keras >= 3.12) in a keras_kd Distiller.
+
+`LogitsDistillation` and `FeatureDistillation` keep their meaning, with one
+deliberate fix: `LogitsDistillation(loss="kl_divergence")`, its default,
+resolves in Keras to the *function* `keras.losses.kl_divergence`, which then
+receives raw logits (no softmax, no `T**2`). Here it becomes
+`SoftTargetKLDivergence`, the loss it was meant to be.
+"""
+
+from keras_kd.backend import keras, tf
+from keras_kd.losses.base import DistillationLoss, as_float32
+from keras_kd.losses.response import SoftTargetKLDivergence
+
+__all__ = ["from_keras_distillation_loss", "KerasDistillationLoss"]
+
+
+def _is_kl(loss_fn):
+    if isinstance(loss_fn, str):
+        return loss_fn in ("kl_divergence", "kld", "KLD", "kullback_leibler_divergence", "KLDivergence")
+    if isinstance(loss_fn, keras.losses.KLDivergence):
+        return True
+    return getattr(loss_fn, "__name__", "") in ("kl_divergence", "kld", "kullback_leibler_divergence")
+
+
+def _per_example(loss_fn, teacher, student):
+    if isinstance(loss_fn, keras.losses.Loss):
+        config = loss_fn.get_config()
+        config["reduction"] = "none"
+        loss_fn = loss_fn.__class__.from_config(config)
+    values = as_float32(loss_fn(teacher, student))
+    while len(values.shape) > 1:
+        values = tf.reduce_mean(values, axis=-1)
+    return values
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class KerasDistillationLoss(DistillationLoss):
+    """A `keras.distillation` loss, computed per example so keras_kd can reduce it over the global batch.
+
+    Args:
+        loss: a Keras loss (name, function or instance) applied to
+            `(teacher_outputs, student_outputs)`.
+        kind: `"logits"` (both divided by the Distiller's temperature first,
+            as `LogitsDistillation` does) or `"features"` (used as they are).
+        temperature: initial temperature for `kind="logits"`.
+        teacher_layer_name, student_layer_name: layers to read.
+
+    Example:
+
+    ```python
+    loss = KerasDistillationLoss("categorical_crossentropy", kind="logits", temperature=4.0)
+    ```
+    """
+
+    def __init__(self, loss="mse", kind="features", temperature=3.0, teacher_layer_name=None,
+                 student_layer_name=None, name=None, reduction="sum_over_batch_size"):
+        if kind not in ("logits", "features"):
+            raise ValueError(f"kind must be 'logits' or 'features', got {kind!r}.")
+        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name,
+                         name=name or f"keras_{kind}_distillation", reduction=reduction)
+        self.loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        self.kind = kind
+        self.temperature = float(temperature)
+        self.uses_temperature = kind == "logits"
+
+    def compute(self, teacher, student, temperature=None, **context):
+        if self.kind == "logits":
+            temperature = as_float32(self.temperature if temperature is None else temperature)
+            teacher, student = as_float32(teacher) / temperature, as_float32(student) / temperature
+        return _per_example(self.loss, teacher, student)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(loss=keras.losses.serialize(self.loss), kind=self.kind, temperature=self.temperature)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.losses.deserialize(config["loss"])
+        return cls(**config)
+
+
+class _CustomKerasDistillationLoss(DistillationLoss):
+    """A user subclass of `keras.distillation.DistillationLoss`: its scalar `compute_loss` is used as is."""
+
+    def __init__(self, wrapped):
+        super().__init__(teacher_layer_name=getattr(wrapped, "teacher_layer_name", None),
+                         student_layer_name=getattr(wrapped, "student_layer_name", None),
+                         name=type(wrapped).__name__)
+        self.wrapped = wrapped
+
+    def compute(self, teacher, student, **context):
+        return as_float32(self.wrapped.compute_loss(teacher, student))
+
+    def validate_shapes(self, teacher_shape, student_shape):
+        return None
+
+    def get_config(self):
+        return {"wrapped": keras.saving.serialize_keras_object(self.wrapped), **super().get_config()}
+
+
+def from_keras_distillation_loss(loss):
+    """Converts a `keras.distillation` loss object to its keras_kd equivalent, or returns None.
+
+    Example:
+
+    ```python
+    from_keras_distillation_loss(keras.distillation.LogitsDistillation(temperature=4.0))
+    # -> SoftTargetKLDivergence(temperature=4.0)
+    ```
+    """
+    distillation = getattr(keras, "distillation", None)
+    if distillation is None or not isinstance(loss, distillation.DistillationLoss):
+        return None
+    if isinstance(loss, distillation.LogitsDistillation):
+        inner = loss.loss
+        if isinstance(inner, (list, tuple, dict)):
+            flat = [l for l in keras.tree.flatten(inner) if l is not None]
+            if len(flat) != 1:
+                raise ValueError(
+                    "keras_kd distils one output tensor per loss; this LogitsDistillation has losses for "
+                    f"several outputs ({inner!r}). Use one loss per output with teacher/student layer names."
+                )
+            inner = flat[0]
+        if _is_kl(inner):
+            return SoftTargetKLDivergence(temperature=loss.temperature)
+        return KerasDistillationLoss(inner, kind="logits", temperature=loss.temperature)
+    if isinstance(loss, distillation.FeatureDistillation):
+        inner = loss.loss
+        if isinstance(inner, (list, tuple, dict)):
+            flat = [l for l in keras.tree.flatten(inner) if l is not None]
+            if len(flat) != 1:
+                raise ValueError(
+                    "keras_kd distils one feature tensor per loss; give one FeatureDistillation per layer pair."
+                )
+            inner = flat[0]
+        return KerasDistillationLoss(inner, kind="features", teacher_layer_name=loss.teacher_layer_name,
+                                     student_layer_name=loss.student_layer_name)
+    return _CustomKerasDistillationLoss(loss)
