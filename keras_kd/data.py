@@ -28,6 +28,7 @@ import dataclasses
 import gzip
 import os
 import struct
+import zipfile
 
 import numpy as np
 
@@ -473,7 +474,7 @@ def _load_idx_dir(directory):
             f"{', '.join(_IDX_STEMS)} (optionally .gz)."
         )
     x_train, y_train, x_test, y_test = _read_idx_dir(directory)
-    full_scale = 255.0 if x_train.dtype == np.uint8 else _full_scale(np.concatenate([x_train.ravel(), x_test.ravel()]), directory)
+    full_scale = _full_scale(np.concatenate([x_train.ravel(), x_test.ravel()]), directory)
     return _Raw(source=f"IDX files in {directory}", full_scale=full_scale,
                 x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
@@ -520,26 +521,25 @@ _NPZ_POOL_KEYS = ("x", "y")
 
 
 def _load_npz(path):
+    expected = "Expected a file written by np.savez with arrays x_train, y_train, x_test, y_test (or x, y)."
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"{path!r} is a single-array .npy file, not an .npz archive. {expected}")
+    if magic[:4] != b"PK\x03\x04":
+        raise ValueError(f"{path!r} is not an .npz archive (it starts with {magic.hex(' ') or 'nothing'}). {expected}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if not hasattr(archive, "files"):
-                raise ValueError("not an archive")
             arrays = {key: archive[key] for key in archive.files}
     except ValueError as error:
-        if "allow_pickle" in str(error) or "Object arrays" in str(error):
+        if "allow_pickle" in str(error):
             raise ValueError(
                 f"{path!r} holds object (pickled) arrays, which are never loaded for safety. Save plain numeric "
                 "arrays with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
             ) from error
-        raise ValueError(
-            f"{path!r} is not an .npz archive ({error}). Expected a file written by np.savez with arrays "
-            "x_train, y_train, x_test, y_test (or x, y)."
-        ) from error
-    except OSError as error:
-        raise ValueError(
-            f"{path!r} cannot be read as an .npz archive ({error}). Expected a file written by np.savez with "
-            "arrays x_train, y_train, x_test, y_test (or x, y)."
-        ) from error
+        raise ValueError(f"{path!r} cannot be read as an .npz archive ({error}). {expected}") from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path!r} cannot be read as an .npz archive ({error}). {expected}") from error
 
     keys = set(arrays)
     has_split = [k for k in _NPZ_SPLIT_KEYS if k in keys]
@@ -692,13 +692,12 @@ def _subset(x, y, limit, rng):
     return x[chosen], y[chosen]
 
 
-def _labels_as_int32(y, num_classes, name, split):
-    y = np.asarray(y).reshape(-1)
+def _labels_as_int32(y, num_classes, name, which):
     if y.dtype.kind == "f":
         y = y.astype(np.int64)
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(
-            f"{split} labels of {name!r} span [{int(y.min())}, {int(y.max())}] but must lie in [0, {num_classes}) "
+            f"{which} of {name!r} span [{int(y.min())}, {int(y.max())}] but must lie in [0, {num_classes}) "
             f"for num_classes={num_classes}. Remap them to 0..{num_classes - 1}, or store the right num_classes."
         )
     return y.astype(np.int32)
@@ -719,34 +718,37 @@ def _images_as_float32(x, full_scale, normalize, flatten, channels_last):
 
 
 def _finish(raw, name, validation_split, flatten, normalize, channels_last, limit, seed):
+    pooled = raw.x is not None
+    label_sets = [np.asarray(raw.y).reshape(-1)] if pooled else [
+        np.asarray(raw.y_train).reshape(-1), np.asarray(raw.y_test).reshape(-1)]
+    num_classes = raw.num_classes
+    if num_classes is None:
+        num_classes = int(max(labels.max() for labels in label_sets)) + 1
+    whiches = ["labels"] if pooled else ["train labels", "test labels"]
+    label_sets = [_labels_as_int32(y, num_classes, name, w) for y, w in zip(label_sets, whiches)]
+
     rng = np.random.default_rng(seed)
-    if raw.x is not None:
+    if pooled:
+        (y,) = label_sets
         fraction = _DEFAULT_VALIDATION_SPLIT if validation_split is None else float(validation_split)
-        train_idx, test_idx = _stratified_indices(np.asarray(raw.y).reshape(-1), fraction, rng)
+        train_idx, test_idx = _stratified_indices(y, fraction, rng)
         if len(train_idx) == 0 or len(test_idx) == 0:
             raise ValueError(
-                f"validation_split={fraction} of {len(raw.y)} samples of {name!r} leaves an empty split; "
+                f"validation_split={fraction} of {len(y)} samples of {name!r} leaves an empty split; "
                 "use more samples or a fraction nearer 0.5."
             )
-        x_train, y_train = raw.x[train_idx], np.asarray(raw.y).reshape(-1)[train_idx]
-        x_test, y_test = raw.x[test_idx], np.asarray(raw.y).reshape(-1)[test_idx]
+        x_train, y_train, x_test, y_test = raw.x[train_idx], y[train_idx], raw.x[test_idx], y[test_idx]
         split = f"stratified {len(train_idx)}/{len(test_idx)} split (validation_split={fraction}, seed={seed})"
     else:
+        y_train, y_test = label_sets
         if validation_split is not None:
             raise ValueError(
-                f"{name!r} has an official train/test split ({len(raw.y_train)}/{len(raw.y_test)}), so "
+                f"{name!r} has an official train/test split ({len(y_train)}/{len(y_test)}), so "
                 f"validation_split={validation_split!r} does not apply. Pass validation_split=None, and hold "
                 "out validation data from x_train yourself if you need it."
             )
-        x_train, y_train, x_test, y_test = raw.x_train, raw.y_train, raw.x_test, raw.y_test
+        x_train, x_test = raw.x_train, raw.x_test
         split = f"official {len(y_train)}/{len(y_test)} split"
-    y_train = np.asarray(y_train).reshape(-1)
-    y_test = np.asarray(y_test).reshape(-1)
-    num_classes = raw.num_classes
-    if num_classes is None:
-        num_classes = int(max(y_train.max(), y_test.max())) + 1
-    y_train = _labels_as_int32(y_train, num_classes, name, "train")
-    y_test = _labels_as_int32(y_test, num_classes, name, "test")
     if limit is not None:
         x_train, y_train = _subset(x_train, y_train, limit, rng)
         x_test, y_test = _subset(x_test, y_test, limit, rng)
