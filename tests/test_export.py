@@ -1,0 +1,315 @@
+"""Tests for keras_kd.export: conversion, the flatbuffer report, running and validating files, the callback."""
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_kd import export
+from keras_kd.backend import LEGACY_KERAS, keras, tf
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (data.images / 16.0).astype("float32")[..., None]
+    y = data.target.astype("int64")
+    return x[:600], y[:600], x[600:800], y[600:800]
+
+
+def _small_cnn(hidden=None):
+    layers = [
+        keras.Input((8, 8, 1)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(),
+    ]
+    if hidden:
+        layers.append(keras.layers.Dense(hidden, activation="relu"))
+    layers.append(keras.layers.Dense(10))
+    return keras.Sequential(layers)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    x, y, _, _ = digits
+    keras.utils.set_random_seed(7)
+    model = _small_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=12, batch_size=32, verbose=0)
+    return model
+
+
+# --------------------------------------------------------------------------- argument errors (fast)
+
+
+def test_public_surface_is_pinned():
+    assert sorted(export.__all__) == sorted(
+        [
+            "QUANTIZATION_MODES",
+            "IO_DTYPES",
+            "TensorInfo",
+            "TFLiteSummary",
+            "ExportReport",
+            "EvaluationResult",
+            "ValidationResult",
+            "ExportValidationError",
+            "to_tflite",
+            "inspect_tflite",
+            "evaluate_tflite",
+            "validate",
+            "TFLiteEvalCallback",
+        ]
+    )
+
+
+def test_unknown_quantization_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown quantization 'int4'.*'int8'.*'float16'.*'dynamic'"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", quantization="int4")
+
+
+def test_unknown_io_dtype_names_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown io_dtype 'int16'.*'int8', 'uint8' or 'float32'"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", io_dtype="int16")
+
+
+def test_integer_io_needs_int8_quantization(tmp_path):
+    with pytest.raises(ValueError, match=r"io_dtype='uint8' needs quantization='int8'.*'float16'"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", quantization="float16", io_dtype="uint8")
+
+
+def test_missing_folder_is_named(tmp_path):
+    target = tmp_path / "no_such_folder" / "m.tflite"
+    with pytest.raises(FileNotFoundError, match=r"no_such_folder.*does not exist.*os\.makedirs"):
+        export.to_tflite(_small_cnn(), target, quantization=None)
+    assert not target.parent.exists()
+
+
+def test_int8_of_float_model_needs_calibration_data(tmp_path):
+    with pytest.raises(ValueError, match=r"needs calibration data.*representative_data is None.*\(num_samples, 8, 8, 1\)"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite")
+    assert not os.listdir(tmp_path)
+
+
+def test_empty_calibration_data_is_refused(tmp_path):
+    empty = np.zeros((0, 8, 8, 1), "float32")
+    with pytest.raises(ValueError, match=r"representative_data is empty.*\(num_samples, 8, 8, 1\)"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", representative_data=empty)
+
+
+def test_wrongly_shaped_calibration_data_names_the_expected_shape(tmp_path, digits):
+    x = digits[0][..., 0]  # the channel axis forgotten
+    with pytest.raises(ValueError, match=r"shape \(600, 8, 8\) but input .* expects \(num_samples, 8, 8, 1\)"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", representative_data=x)
+
+
+def test_wrongly_typed_calibration_data_is_refused(tmp_path):
+    strings = np.full((4, 8, 8, 1), "a")
+    with pytest.raises(ValueError, match=r"dtype <U1 but input .* takes float32 values of shape \(num_samples, 8, 8, 1\)"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", representative_data=strings)
+
+
+def test_calibration_tuple_of_x_y_uses_x():
+    specs = [("input", [None, 8, 8, 1], "float32")]
+    x = np.ones((300, 8, 8, 1), "float64")
+    arrays = export._calibration_arrays((x, np.zeros(300)), specs, num_samples=50)
+    assert len(arrays) == 1 and arrays[0].shape == (50, 8, 8, 1) and arrays[0].dtype == np.float32
+
+
+def test_inspect_refuses_a_file_that_is_not_tflite(tmp_path):
+    bogus = tmp_path / "bogus.tflite"
+    bogus.write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        export.inspect_tflite(bogus)
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        export.inspect_tflite(tmp_path / "missing.tflite")
+
+
+def test_callback_validates_its_arguments():
+    with pytest.raises(ValueError, match="every_n_epochs must be a positive integer"):
+        export.TFLiteEvalCallback(np.zeros((2, 8, 8, 1)), every_n_epochs=0)
+    with pytest.raises(ValueError, match="validation_data is empty"):
+        export.TFLiteEvalCallback(np.zeros((0, 8, 8, 1)))
+
+
+# --------------------------------------------------------------------------- conversion (slow)
+
+
+@pytest.mark.slow
+def test_post_training_int8_is_fully_integer(tmp_path, trained, digits):
+    x, _, x_val, y_val = digits
+    report = export.to_tflite(
+        trained, tmp_path / "m.tflite", representative_data=x, validation_data=(x_val, y_val), min_agreement=0.95
+    )
+    assert report.path == str(tmp_path / "m.tflite") and os.path.getsize(report.path) == report.size_bytes
+    assert report.quantization == "int8" and report.quantization_aware is False
+    assert report.input_dtype == "int8" and report.output_dtype == "int8"
+    assert report.inputs[0].shape_signature == [-1, 8, 8, 1]
+    assert report.inputs[0].scale > 0 and isinstance(report.inputs[0].zero_point, int)
+    assert report.float_ops == [] and report.custom_ops == []
+    assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"} <= set(report.op_counts)
+    assert "QUANTIZE" not in report.op_counts and "DEQUANTIZE" not in report.op_counts
+    assert report.validation.agreement >= 0.95
+    assert report.validation.tflite_accuracy is not None
+    assert json.loads(json.dumps(report.to_dict()))["validation"]["num_samples"] == len(x_val)
+    assert glob.glob(str(tmp_path / "*")) == [report.path]  # no temp file left
+
+
+@pytest.mark.slow
+def test_float_io_int8_and_fixed_batch_uint8(tmp_path, trained, digits):
+    x, _, x_val, y_val = digits
+    float_io = export.to_tflite(trained, tmp_path / "f.tflite", representative_data=x, io_dtype="float32")
+    assert float_io.input_dtype == "float32" and float_io.float_ops == []
+    assert float_io.op_counts["QUANTIZE"] == 1 and float_io.op_counts["DEQUANTIZE"] == 1
+    uint8 = export.to_tflite(trained, tmp_path / "u.tflite", representative_data=x, io_dtype="uint8", batch_size=1)
+    assert uint8.input_dtype == "uint8" and uint8.inputs[0].shape_signature == [1, 8, 8, 1]
+    # a batch-1 file is run by looping; it must give what the dynamic-batch file gives
+    looped = export.evaluate_tflite(uint8.path, x_val[:37], y_val[:37])
+    batched = export.evaluate_tflite(float_io.path, x_val[:37], y_val[:37], batch_size=16)
+    assert looped.predictions.shape == batched.predictions.shape == (37, 10)
+    assert np.mean(np.argmax(looped.predictions, -1) == np.argmax(batched.predictions, -1)) >= 0.9
+
+
+@pytest.mark.slow
+def test_float32_file_agrees_with_keras_and_float16_is_half_the_size(tmp_path, digits):
+    x, y, x_val, y_val = digits
+    model = _small_cnn(hidden=256)  # weights dominate the file, so the size ratio is visible
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, verbose=0)
+    float32 = export.to_tflite(model, tmp_path / "f32.tflite", quantization=None)
+    float16 = export.to_tflite(model, tmp_path / "f16.tflite", quantization="float16")
+    assert float32.quantization is None and float32.input_dtype == "float32"
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(float32.float_ops)
+    assert 0.45 < float16.size_bytes / float32.size_bytes < 0.6
+    result = export.validate(model, float32.path, x_val, y_val)
+    assert result.agreement == 1.0
+    assert result.keras_accuracy == pytest.approx(result.tflite_accuracy)
+    assert result.max_abs_diff < 1e-4 and result.num_samples == len(x_val)
+    dynamic = export.to_tflite(model, tmp_path / "dyn.tflite", quantization="dynamic")
+    assert dynamic.size_bytes < 0.4 * float32.size_bytes
+
+
+@pytest.mark.slow
+def test_evaluate_accuracy_is_the_argmax_of_its_own_predictions(tmp_path, trained, digits):
+    x, _, x_val, y_val = digits
+    path = export.to_tflite(trained, tmp_path / "m.tflite", representative_data=x).path
+    result = export.evaluate_tflite(path, x_val, y_val, batch_size=64)
+    assert result.predictions.dtype == np.float32 and result.num_samples == len(x_val)
+    assert result.accuracy == pytest.approx(np.mean(np.argmax(result.predictions, -1) == y_val))
+    one_hot = np.eye(10)[y_val]
+    assert export.evaluate_tflite(path, x_val, one_hot).accuracy == pytest.approx(result.accuracy)
+    assert export.evaluate_tflite(path, x_val).accuracy is None
+    with pytest.raises(ValueError, match=r"expects \(num_samples, 8, 8, 1\)"):
+        export.evaluate_tflite(path, x_val[..., 0])
+
+
+@pytest.mark.slow
+def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, trained, monkeypatch):
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"the previous, complete export")
+
+    def crash(_fd):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(export.os, "fsync", crash)  # fails after the bytes went to the temp file
+    with pytest.raises(OSError, match="simulated"):
+        export.to_tflite(trained, target, quantization=None)
+    assert target.read_bytes() == b"the previous, complete export"
+    assert sorted(os.listdir(tmp_path)) == ["m.tflite"]
+    monkeypatch.undo()
+    report = export.to_tflite(trained, target, quantization=None)  # a complete export does replace it
+    assert target.read_bytes()[4:8] == b"TFL3" and report.size_bytes == target.stat().st_size
+
+
+@pytest.mark.slow
+def test_low_agreement_is_rejected_and_kept_beside(tmp_path, trained, digits):
+    x, _, x_val, y_val = digits
+    target = tmp_path / "m.tflite"
+    target.write_bytes(b"old")
+    # calibrating on data scaled unlike the training data: activations saturate
+    with pytest.raises(export.ExportValidationError, match=r"agrees with the Keras model on only .*below min_agreement=99\.00%.*representative data") as caught:
+        export.to_tflite(trained, target, representative_data=x * 0.01, validation_data=(x_val, y_val))
+    assert caught.value.result.agreement < 0.99
+    assert target.read_bytes() == b"old"
+    assert caught.value.rejected_path == str(tmp_path / "m.rejected.tflite")
+    assert sorted(os.listdir(tmp_path)) == ["m.rejected.tflite", "m.tflite"]
+
+
+class _Roll(keras.layers.Layer):
+    def call(self, inputs):
+        return tf.roll(inputs, shift=1, axis=1)
+
+
+@pytest.mark.slow
+def test_flex_ops_need_an_explicit_opt_in(tmp_path):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(6), _Roll(), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match=r"no builtin TFLite kernel: tf\.Roll.*allow_select_tf_ops=True"):
+        export.to_tflite(model, tmp_path / "m.tflite", quantization=None)
+    assert not os.listdir(tmp_path)
+    report = export.to_tflite(model, tmp_path / "m.tflite", quantization=None, allow_select_tf_ops=True)
+    assert "FlexRoll" in report.custom_ops
+    assert export.inspect_tflite(report.path).flex_ops == ["FlexRoll"]
+
+
+@pytest.mark.slow
+def test_a_keras_file_path_is_accepted(tmp_path, trained, digits):
+    saved = tmp_path / "student.keras"
+    trained.save(saved)
+    report = export.to_tflite(str(saved), tmp_path / "m.tflite", quantization=None)
+    assert export.validate(trained, report.path, digits[2]).agreement == 1.0
+
+
+@pytest.mark.slow
+def test_callback_logs_tflite_accuracy_for_checkpointing(tmp_path, digits):
+    x, y, x_val, y_val = digits
+    model = _small_cnn()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = export.TFLiteEvalCallback((x_val, y_val), representative_data=x[:100])
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.keras"), monitor="val_tflite_accuracy", mode="max", save_best_only=True
+    )
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[callback, checkpoint])
+    assert len(history.history["val_tflite_accuracy"]) == 2
+    assert all(0.0 <= a <= 1.0 for a in history.history["val_tflite_accuracy"])
+    assert all(a >= 0.9 for a in history.history["val_tflite_agreement"])
+    assert (tmp_path / "best.keras").exists()
+    assert [epoch for epoch, _ in callback.history] == [0, 1]
+    # the figure is the real file's: converting the final model gives the last epoch's accuracy
+    final = export.to_tflite(model, tmp_path / "final.tflite", representative_data=x[:100])
+    final_accuracy = export.evaluate_tflite(final.path, x_val, y_val).accuracy
+    assert final_accuracy == pytest.approx(history.history["val_tflite_accuracy"][-1])
+
+
+@pytest.mark.slow
+def test_callback_converts_the_student_of_a_distiller(digits):
+    from keras_kd.distiller import Distiller
+
+    x, y, x_val, y_val = digits
+    teacher = _small_cnn(hidden=32)
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=1, verbose=0)
+    student = _small_cnn()
+    distiller = Distiller(teacher=teacher, student=student)
+    distiller.compile(optimizer="adam", alpha=0.5, temperature=4.0)
+    callback = export.TFLiteEvalCallback((x_val, y_val), every_n_epochs=2, quantization="float16")
+    history = distiller.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[callback])
+    assert callback._target_model() is student
+    assert len(history.history["val_tflite_accuracy"]) == 1  # only the second epoch is evaluated
+    assert history.history["val_tflite_agreement"] == [1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.legacy_keras
+def test_conversion_under_the_keras_in_use(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 8, 8, 1), dtype=np.float32)
+    model = _small_cnn()
+    float32 = export.to_tflite(model, tmp_path / "f.tflite", quantization=None, validation_data=x)
+    assert float32.validation.agreement == 1.0
+    int8 = export.to_tflite(model, tmp_path / "q.tflite", representative_data=x, validation_data=x, min_agreement=0.8)
+    assert int8.input_dtype == "int8" and int8.float_ops == []
+    assert LEGACY_KERAS == (keras.__version__.split(".")[0] == "2")
