@@ -313,3 +313,20 @@ def test_conversion_under_the_keras_in_use(tmp_path):
     int8 = export.to_tflite(model, tmp_path / "q.tflite", representative_data=x, validation_data=x, min_agreement=0.8)
     assert int8.input_dtype == "int8" and int8.float_ops == []
     assert LEGACY_KERAS == (keras.__version__.split(".")[0] == "2")
+
+
+@pytest.mark.slow
+def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, trained, digits):
+    from keras_kd.quantization import quantize_model
+
+    x, y, x_val, y_val = digits
+    qat = quantize_model(trained)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    report = export.to_tflite(qat, tmp_path / "qat.tflite", validation_data=(x_val, y_val))
+    assert report.quantization_aware is True
+    assert report.input_dtype == "int8" and report.output_dtype == "int8"
+    assert report.float_ops == [] and {"CONV_2D", "FULLY_CONNECTED"} <= set(report.op_counts)
+    # the fake-quant ops simulate the int8 kernels, so the file follows its Keras model closely
+    assert report.validation.agreement >= 0.99
+    assert export.evaluate_tflite(report.path, x_val, y_val).accuracy == pytest.approx(report.validation.tflite_accuracy)
