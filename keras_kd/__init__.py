@@ -1,8 +1,15 @@
 """keras_kd: knowledge distillation for Keras, carried to a verified INT8 TFLite file.
 
-The public surface is `__all__`. Heavy submodules (quantization, export,
-benchmark, cli) load on first attribute access so `import keras_kd` stays
-cheap and does not import optional packages.
+The public surface is `__all__` (tests/test_public_api.py pins it). Names load
+on first access, so `import keras_kd` is cheap and imports no optional package
+(TensorFlow loads with the first name that needs it).
+
+Example:
+
+```python
+import keras_kd
+distiller = keras_kd.Distiller(teacher=teacher, student=student).compile(optimizer="adam")
+```
 """
 
 import importlib
@@ -18,16 +25,30 @@ _SUBMODULES = (
     "interpreter",
     "losses",
     "quantization",
+    "report",
     "schedules",
 )
 
-__all__ = [
-    "__version__",
-    *_SUBMODULES,
-]
+# public name -> module that defines it
+_NAMES = {
+    "Distiller": "keras_kd.distiller",
+    "cache_teacher_outputs": "keras_kd.cache",
+    "TemperatureScheduler": "keras_kd.callbacks",
+    "AlphaScheduler": "keras_kd.callbacks",
+    "LossWeightScheduler": "keras_kd.callbacks",
+    "load_dataset": "keras_kd.data",
+}
+
+__all__ = ["__version__", *_SUBMODULES, *_NAMES]
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"keras_kd.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'keras_kd' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,213 @@
+"""Curriculum callbacks: schedule the temperature, alpha and loss weights during `fit`.
+
+They are shaped like `keras.callbacks.LearningRateScheduler`: a
+`schedule(step, current_value) -> value` called at the start of each epoch
+(or batch), whose value is `.assign()`ed to a non-trainable Variable of the
+Distiller, so the compiled train step sees it on the next step without
+retracing. The value also goes into the logs (for History and TensorBoard).
+"""
+
+import inspect
+import math
+
+from keras_kd import schedules as kd_schedules
+from keras_kd.backend import keras
+
+__all__ = ["VariableScheduler", "TemperatureScheduler", "AlphaScheduler", "LossWeightScheduler",
+           "TFLiteEvalCallback"]
+
+
+def _call_schedule(schedule, step, current):
+    """Calls `schedule(step, current)`, or `schedule(step)` for one-argument callables (as Keras does)."""
+    try:
+        parameters = inspect.signature(schedule).parameters.values()
+        positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes_two = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    except (TypeError, ValueError):
+        takes_two = True
+    return schedule(step, current) if takes_two else schedule(step)
+
+
+class VariableScheduler(keras.callbacks.Callback):
+    """Assigns `schedule(step, current_value)` to a Variable of the model during `fit`.
+
+    The subclasses name the variable; use this class directly for your own
+    scheduled Variables.
+
+    Args:
+        schedule: a `keras_kd.schedules` object, a config dict, a number, or a
+            callable `schedule(step, current_value) -> float` (one-argument
+            callables `schedule(step)` work too).
+        update: `"epoch"` (step = epoch index, set at each epoch start) or
+            `"batch"` (step = the optimizer's global iteration count, set before
+            each batch, so a resumed run continues where it stopped).
+        verbose: 1 prints each change.
+        variable_getter: `model -> Variable`.
+        log_name: key under which the value is written into the logs.
+        validate: `value -> error text or None`.
+    """
+
+    def __init__(self, schedule, update="epoch", verbose=0, variable_getter=None, log_name=None, validate=None):
+        super().__init__()
+        if update not in ("epoch", "batch"):
+            raise ValueError(f"update must be 'epoch' or 'batch', got {update!r}.")
+        self.schedule = kd_schedules.get(schedule)
+        self.update = update
+        self.verbose = verbose
+        self._variable_getter = variable_getter
+        self.log_name = log_name
+        self._validate = validate
+        self._epoch = 0
+
+    def _variable(self):
+        return self._variable_getter(self.model)
+
+    def _set(self, step, where):
+        variable = self._variable()
+        current = float(variable.numpy())
+        value = _call_schedule(self.schedule, step, current)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{type(self).__name__}: the schedule returned {value!r} at {where}, which is not a number."
+            ) from None
+        problem = self._validate(value) if self._validate else None
+        if problem:
+            self.model.stop_training = True
+            raise ValueError(f"{type(self).__name__}: the schedule returned {value!r} at {where}; {problem} "
+                             "Fix the schedule (its start/end values or its formula).")
+        if value != current:
+            variable.assign(value)
+            if self.verbose:
+                print(f"\n{type(self).__name__}: {self.log_name} set to {value:g} at {where}.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self.update == "epoch":
+            self._set(epoch, f"epoch {epoch}")
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.update == "batch":
+            step = int(self.model.optimizer.iterations.numpy())
+            self._set(step, f"epoch {self._epoch}, step {step}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.log_name:
+            logs[self.log_name] = float(self._variable().numpy())
+
+
+def _temperature_problem(value):
+    if not math.isfinite(value) or value <= 0:
+        return "the temperature must be a finite number > 0."
+    return None
+
+
+def _alpha_problem(value):
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        return "alpha must be in [0, 1]."
+    return None
+
+
+def _weight_problem(value):
+    if not math.isfinite(value) or value < 0:
+        return "a loss weight must be a finite number >= 0."
+    return None
+
+
+class TemperatureScheduler(VariableScheduler):
+    """Schedules `distiller.temperature` (a curriculum on the softness of the teacher's targets).
+
+    Args:
+        schedule: `schedule(epoch, current_temperature) -> temperature`, or a
+            `keras_kd.schedules` object.
+        update: `"epoch"` or `"batch"` (see `VariableScheduler`).
+        verbose: 1 prints each change.
+
+    A value that is not finite or <= 0 stops training with an error naming
+    the epoch and the value.
+
+    Example:
+
+    ```python
+    from keras_kd import schedules
+    distiller.fit(x, y, epochs=10, callbacks=[
+        TemperatureScheduler(schedules.Linear(8.0, 2.0, steps=10)),
+        AlphaScheduler(lambda epoch, alpha: 0.9 if epoch < 5 else 0.5),
+    ])
+    ```
+    """
+
+    def __init__(self, schedule, update="epoch", verbose=0):
+        super().__init__(schedule, update, verbose, variable_getter=lambda model: model.temperature,
+                         log_name="temperature", validate=_temperature_problem)
+
+
+class AlphaScheduler(VariableScheduler):
+    """Schedules `distiller.alpha`, the weight of the distillation term.
+
+    `loss = alpha * distillation_loss + (1 - alpha) * student_loss`. A value
+    outside [0, 1] stops training with an error naming the epoch and value.
+
+    Example:
+
+    ```python
+    AlphaScheduler(keras_kd.schedules.Cosine(0.9, 0.1, steps=20))
+    ```
+    """
+
+    def __init__(self, schedule, update="epoch", verbose=0):
+        super().__init__(schedule, update, verbose, variable_getter=lambda model: model.alpha,
+                         log_name="alpha", validate=_alpha_problem)
+
+
+class LossWeightScheduler(VariableScheduler):
+    """Schedules the weight `lambda_k` of one distillation loss.
+
+    Args:
+        loss: the loss's index in `distiller.distillation_losses` or its name.
+        schedule: as for `TemperatureScheduler`.
+        update: `"epoch"` or `"batch"`.
+        verbose: 1 prints each change.
+
+    The value is logged as `<loss name>_weight`.
+
+    Example:
+
+    ```python
+    # switch the FitNets hint off after 5 epochs
+    LossWeightScheduler("fitnets", keras_kd.schedules.Step([5], [1.0, 0.0]))
+    ```
+    """
+
+    def __init__(self, loss, schedule, update="epoch", verbose=0):
+        self.loss = loss
+        super().__init__(schedule, update, verbose, variable_getter=self._weight_variable, log_name=None,
+                         validate=_weight_problem)
+
+    def _index(self, model):
+        names = [l.name for l in model.distillation_losses]
+        if isinstance(self.loss, int) and not isinstance(self.loss, bool):
+            if not 0 <= self.loss < len(names):
+                raise ValueError(f"LossWeightScheduler: loss index {self.loss} is out of range; the "
+                                 f"Distiller has {len(names)} losses: {names}.")
+            return self.loss
+        if self.loss not in names:
+            raise ValueError(f"LossWeightScheduler: no distillation loss named {self.loss!r}; the Distiller's "
+                             f"losses are {names}.")
+        return names.index(self.loss)
+
+    def _weight_variable(self, model):
+        index = self._index(model)
+        self.log_name = f"{model.distillation_losses[index].name}_weight"
+        return model.distillation_loss_weight_variables[index]
+
+
+def __getattr__(name):
+    # The export-in-the-loop callback lives with the exporter; it is re-exported here lazily so that
+    # importing callbacks does not import the TFLite converter.
+    if name == "TFLiteEvalCallback":
+        from keras_kd.export import TFLiteEvalCallback
+
+        return TFLiteEvalCallback
+    raise AttributeError(f"module 'keras_kd.callbacks' has no attribute {name!r}")

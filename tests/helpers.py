@@ -1,0 +1,41 @@
+"""Tiny models and data shared by the tests (seeded, a few dozen samples)."""
+
+import numpy as np
+
+from keras_kd.backend import keras
+
+
+def toy_data(n=64, features=8, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    w = rng.normal(size=(features, classes))
+    y = np.argmax(x @ w, axis=1).astype("int32")
+    return x, y
+
+
+def mlp(features=8, classes=3, hidden=16, name=None, seed=0, hidden_name=None):
+    init = keras.initializers.GlorotUniform(seed=seed)
+    layers = [keras.Input((features,))]
+    if hidden:
+        layers.append(keras.layers.Dense(hidden, activation="relu", kernel_initializer=init, name=hidden_name))
+    layers.append(keras.layers.Dense(classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1)))
+    return keras.Sequential(layers, name=name)
+
+
+def trained_teacher(x, y, classes=3, epochs=3):
+    teacher = mlp(x.shape[1], classes, hidden=32, name="teacher", seed=7)
+    teacher.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=epochs, batch_size=16, verbose=0)
+    return teacher
+
+
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def numpy_kd(teacher_logits, student_logits, temperature):
+    """Hand-computed T^2 * KL(softmax(t/T) || softmax(s/T)), per example, in float64."""
+    t = log_softmax(np.asarray(teacher_logits, np.float64) / temperature)
+    s = log_softmax(np.asarray(student_logits, np.float64) / temperature)
+    return (np.exp(t) * (t - s)).sum(-1) * temperature**2

@@ -1,0 +1,335 @@
+"""The Distiller: loss formula, Variables, logs, keras.distillation compatibility and errors."""
+
+import math
+
+import numpy as np
+import pytest
+
+from keras_kd.losses.compat import from_keras_distillation_loss
+from keras_kd.backend import LEGACY_KERAS, keras, tf
+from keras_kd.distiller import Distiller
+from keras_kd.losses import SoftTargetKLDivergence, soft_target_kl_divergence
+from tests.helpers import mlp, numpy_kd, toy_data, trained_teacher
+
+pytestmark = pytest.mark.legacy_keras
+
+
+@pytest.mark.parametrize(
+    "teacher,student,temperature",
+    [
+        ([[2.0, 0.0, -2.0]], [[0.0, 0.0, 0.0]], 1.0),
+        ([[2.0, 0.0, -2.0]], [[0.0, 0.0, 0.0]], 4.0),
+        ([[1.0, 2.0, 3.0, 4.0]], [[4.0, 3.0, 2.0, 1.0]], 2.0),
+        ([[1e4, -1e4, 0.0]], [[-1e4, 1e4, 0.0]], 1.0),
+        ([[5.0, 1.0], [0.5, 0.25]], [[1.0, 5.0], [0.25, 0.5]], 0.5),
+    ],
+)
+def test_soft_target_kl_matches_numpy(teacher, student, temperature):
+    got = soft_target_kl_divergence(np.array(teacher), np.array(student), temperature).numpy()
+    np.testing.assert_allclose(got, numpy_kd(teacher, student, temperature), rtol=1e-5)
+    assert np.all(np.isfinite(got))
+
+
+def test_extreme_logits_are_finite_at_t1():
+    t = np.array([[1e4, -1e4, 3.0]], np.float32)
+    s = np.array([[-1e4, 1e4, -3.0]], np.float32)
+    value = soft_target_kl_divergence(t, s, 1.0).numpy()
+    assert np.isfinite(value).all() and value[0] == pytest.approx(2e4, rel=1e-6)
+
+
+def test_keras_distillation_default_is_fixed():
+    """keras.distillation's default KL acts on raw logits; keras_kd computes the soft-target KL."""
+    t = np.array([[3.0, 1.0, -2.0]], np.float32)
+    s = np.array([[0.5, 2.0, 1.0]], np.float32)
+    right = numpy_kd(t, s, 3.0)[0]
+    if hasattr(keras, "distillation"):
+        keras_value = float(keras.distillation.LogitsDistillation(temperature=3.0).compute_loss(t, s))
+        assert keras_value != pytest.approx(right, rel=0.1)  # the bug this library fixes
+        converted = from_keras_distillation_loss(keras.distillation.LogitsDistillation(3.0))
+        assert isinstance(converted, SoftTargetKLDivergence)
+        assert float(converted.compute(t, s, temperature=3.0)[0]) == pytest.approx(right, rel=1e-5)
+    assert float(SoftTargetKLDivergence(temperature=3.0)(t, s)) == pytest.approx(right, rel=1e-5)
+
+
+def test_gradient_scales_with_t_squared():
+    """d/dz_s of T^2*KL is T*(p_s - p_t): for large T it tends to (z_s - z_t)/N, independent of T."""
+    t = tf.constant([[0.3, -0.2, 0.1, 0.0]])
+    s = tf.Variable([[0.1, 0.2, -0.3, 0.05]])
+    norms = []
+    for temperature in (5.0, 10.0, 20.0):
+        with tf.GradientTape() as tape:
+            value = soft_target_kl_divergence(t, s, temperature)
+        norms.append(float(tf.norm(tape.gradient(value, s))))
+    assert norms[0] == pytest.approx(norms[2], rel=0.02)
+    with tf.GradientTape() as tape:  # without the T^2 factor the gradient would shrink as 1/T^2
+        raw = soft_target_kl_divergence(t, s, 20.0) / 400.0
+    assert float(tf.norm(tape.gradient(raw, s))) == pytest.approx(norms[2] / 400.0, rel=1e-5)
+
+
+def _distiller(x, y, **kwargs):
+    teacher = trained_teacher(x, y)
+    return Distiller(teacher=teacher, student=mlp(name="student", seed=3), **kwargs)
+
+
+def test_loss_formula_matches_hand_computation():
+    x, y = toy_data()
+    distiller = _distiller(x, y, alpha=0.3, temperature=2.5)
+    distiller.compile(optimizer="sgd")
+    teacher_logits = distiller.teacher.predict(x, verbose=0)
+    student_logits = distiller.student.predict(x, verbose=0)
+    logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    kd = numpy_kd(teacher_logits, student_logits, 2.5).mean()
+    ce = -np.take_along_axis(
+        np.log(np.exp(student_logits) / np.exp(student_logits).sum(-1, keepdims=True)), y[:, None], 1).mean()
+    assert logs["distillation_loss"] == pytest.approx(kd, rel=1e-4)
+    assert logs["student_loss"] == pytest.approx(ce, rel=1e-4)
+    assert logs["loss"] == pytest.approx(0.3 * kd + 0.7 * ce, rel=1e-4)
+
+
+def test_fit_logs_and_chaining():
+    x, y = toy_data()
+    distiller = _distiller(x, y).compile(optimizer="adam", metrics=["accuracy"], alpha=0.7, temperature=4.0)
+    assert isinstance(distiller, Distiller)
+    history = distiller.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_data=(x, y))
+    for key in ("loss", "student_loss", "distillation_loss", "temperature", "alpha", "accuracy",
+                "val_loss", "val_student_loss", "val_distillation_loss", "val_accuracy"):
+        assert key in history.history, key
+    assert history.history["temperature"] == [4.0, 4.0]
+    assert history.history["alpha"][0] == pytest.approx(0.7)
+    np.testing.assert_allclose(distiller.predict(x[:4], verbose=0), distiller.student.predict(x[:4], verbose=0))
+    np.testing.assert_allclose(distiller(x[:4]).numpy(), distiller.student(x[:4]).numpy(), rtol=1e-6)
+
+
+def test_teacher_is_frozen_and_only_student_trains():
+    x, y = toy_data()
+    distiller = _distiller(x, y).compile(optimizer="adam")
+    before = [w.copy() for w in distiller.teacher.get_weights()]
+    student_before = [w.copy() for w in distiller.student.get_weights()]
+    distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for a, b in zip(before, distiller.teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(student_before, distiller.student.get_weights()))
+    assert not distiller.teacher.trainable
+
+
+def test_variables_are_non_trainable_and_readable():
+    x, y = toy_data()
+    distiller = _distiller(x, y, temperature=2.0, alpha=0.25)
+    assert float(distiller.temperature) == 2.0
+    assert float(distiller.alpha) == 0.25
+    trainable = {id(v) for v in distiller.trainable_weights}
+    assert id(distiller.temperature) not in trainable and id(distiller.alpha) not in trainable
+
+
+def test_changing_variables_takes_effect_without_retracing():
+    traces = []
+
+    class CountingDistiller(Distiller):
+        def train_step(self, data):
+            traces.append(1)  # runs only while tracing
+            return super().train_step(data)
+
+    x, y = toy_data()
+    teacher = trained_teacher(x, y)
+    distiller = CountingDistiller(teacher=teacher, student=mlp(seed=3)).compile(optimizer=keras.optimizers.SGD(0.0))
+
+    traces_after_first_epoch = []
+
+    class Change(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.temperature.assign([1.0, 4.0, 8.0][epoch])
+
+        def on_epoch_end(self, epoch, logs=None):
+            traces_after_first_epoch.append(len(traces))
+
+    history = distiller.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[Change()])
+    # tf_keras traces the first call twice (variable creation); no epoch after the first traces again.
+    assert traces_after_first_epoch[0] >= 1 and traces_after_first_epoch[-1] == traces_after_first_epoch[0]
+    t_logits, s_logits = teacher.predict(x, verbose=0), distiller.student.predict(x, verbose=0)
+    expected = [numpy_kd(t_logits, s_logits, T).mean() for T in (1.0, 4.0, 8.0)]
+    np.testing.assert_allclose(history.history["distillation_loss"], expected, rtol=1e-4)
+
+
+def test_keras_distillation_constructor_and_compile_spelling():
+    x, y = toy_data()
+    teacher = trained_teacher(x, y)
+    kwargs = {}
+    if hasattr(keras, "distillation"):
+        kwargs["distillation_losses"] = [keras.distillation.LogitsDistillation(temperature=2.0)]
+    distiller = Distiller(teacher=teacher, student=mlp(seed=3), distillation_loss_weights=[1.0] if kwargs else None,
+                          student_loss_weight=0.2, **kwargs)
+    distiller.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+    assert float(distiller.alpha) == pytest.approx(0.8)
+    assert distiller.student_loss_weight == pytest.approx(0.2)
+    history = distiller.fit(x, y, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_feature_loss_and_taps_use_one_student_forward():
+    x, y = toy_data()
+    teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="t_hidden"),
+                                keras.layers.Dense(3)])
+    calls = []
+
+    class CountingDense(keras.layers.Dense):
+        def call(self, inputs):
+            calls.append(1)
+            return super().call(inputs)
+
+    student = keras.Sequential([keras.Input((8,)), CountingDense(16, activation="relu", name="s_hidden"),
+                                keras.layers.Dense(3)])
+    losses = [SoftTargetKLDivergence()]
+    if hasattr(keras, "distillation"):
+        losses.append(keras.distillation.FeatureDistillation("mse", "t_hidden", "s_hidden"))
+    distiller = Distiller(teacher=teacher, student=student, distillation_losses=losses).compile(optimizer="sgd")
+    calls.clear()
+    distiller.train_step((tf.constant(x[:8]), tf.constant(y[:8])))
+    assert len(calls) == 1
+
+
+def test_config_round_trip():
+    x, y = toy_data()
+    distiller = _distiller(x, y, alpha=0.4, temperature=5.0, distillation_losses=[SoftTargetKLDivergence(5.0)])
+    config = distiller.get_config()
+    clone = Distiller.from_config(config)
+    assert clone.get_config()["alpha"] == pytest.approx(0.4)
+    assert float(clone.temperature) == 5.0
+    assert [type(l) for l in clone.distillation_losses] == [SoftTargetKLDivergence]
+    assert clone.student.count_params() == distiller.student.count_params()
+
+
+def test_mixed_precision_losses_stay_float32():
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        x, y = toy_data()
+        teacher = mlp(hidden=16, seed=5)
+        student = mlp(seed=3)
+        distiller = Distiller(teacher=teacher, student=student).compile(optimizer="adam")
+        x_big = (x * 1e3).astype("float32")
+        history = distiller.fit(x_big, y, epochs=1, batch_size=16, verbose=0)
+        assert all(np.isfinite(v[0]) for v in history.history.values())
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def test_teacher_in_bfloat16_agrees_with_float32():
+    x, y = toy_data(n=128)
+    teacher = trained_teacher(x, y)
+    distiller = Distiller(teacher=teacher, student=mlp(seed=3), teacher_dtype="bfloat16").compile(optimizer="adam")
+    reduced = distiller._teacher_outputs(tf.constant(x))["final_output"].numpy()
+    full = teacher.predict(x, verbose=0)
+    assert reduced.dtype == np.float32
+    assert np.mean(reduced.argmax(1) == full.argmax(1)) >= 0.95
+    history = distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+# --------------------------------------------------------------------------- errors
+def test_error_output_shapes_differ():
+    x, y = toy_data()
+    teacher = trained_teacher(x, y)
+    with pytest.raises(ValueError, match=r"teacher gives \(None, 3\) and the student \(None, 5\)"):
+        Distiller(teacher=teacher, student=mlp(classes=5)).compile()
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan")])
+def test_error_alpha_out_of_range(alpha):
+    x, y = toy_data()
+    with pytest.raises(ValueError, match="alpha must be a number in \\[0, 1\\]"):
+        _distiller(x, y, alpha=alpha)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
+def test_error_bad_temperature(temperature):
+    x, y = toy_data()
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        _distiller(x, y, temperature=temperature)
+    distiller = _distiller(x, y)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        distiller.compile(temperature=temperature)
+
+
+def test_error_teacher_not_built():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    with pytest.raises(ValueError, match="is not built"):
+        Distiller(teacher=Sub(), student=mlp())
+
+
+def test_error_same_object():
+    model = mlp()
+    with pytest.raises(ValueError, match="same model object"):
+        Distiller(teacher=model, student=model)
+
+
+def test_error_alpha_and_student_loss_weight():
+    x, y = toy_data()
+    with pytest.raises(ValueError, match="not both"):
+        _distiller(x, y, alpha=0.5, student_loss_weight=0.5)
+    distiller = _distiller(x, y, student_loss_weight=0.5)
+    with pytest.raises(ValueError, match="student_loss_weight"):
+        distiller.compile(alpha=0.3)
+
+
+def test_error_labels_out_of_range():
+    x, y = toy_data()
+    distiller = _distiller(x, y).compile(optimizer="adam")
+    bad = y.copy()
+    bad[3] = 7
+    with pytest.raises(Exception, match=r"labels must be class ids in \[0, 3\)"):
+        distiller.fit(x, bad, epochs=1, verbose=0)
+
+
+def test_error_labels_wrong_rank():
+    x, y = toy_data()
+    distiller = _distiller(x, y).compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"Labels of shape .* do not fit student outputs"):
+        distiller.fit(x, np.stack([y, y, y, y], axis=1).reshape(-1, 2, 2), epochs=1, verbose=0)
+
+
+def test_error_non_finite_loss_names_step():
+    x, y = toy_data()
+    # A linear student: a ReLU would turn the NaN input into 0 and hide it.
+    distiller = Distiller(teacher=trained_teacher(x, y), student=mlp(hidden=0)).compile(optimizer="adam")
+    x_bad = x.copy()
+    x_bad[20] = np.nan  # second batch of 16
+    with pytest.raises(Exception, match=r"non-finite \(NaN or inf\) at step\] \[1\]"):
+        distiller.fit(x_bad, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
+
+
+def test_error_unknown_layer_name():
+    x, y = toy_data()
+    teacher = trained_teacher(x, y)
+    loss = SoftTargetKLDivergence(teacher_layer_name="nope")
+    with pytest.raises(ValueError, match="has no layer named 'nope'"):
+        Distiller(teacher=teacher, student=mlp(), distillation_losses=[loss])
+
+
+def test_error_losses_set_twice():
+    x, y = toy_data()
+    distiller = _distiller(x, y, distillation_losses=[SoftTargetKLDivergence()])
+    with pytest.raises(ValueError, match="already set"):
+        distiller.compile(distillation_loss=SoftTargetKLDivergence())
+
+
+def test_student_softmax_warns():
+    x, y = toy_data()
+    teacher = trained_teacher(x, y)
+    student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3, activation="softmax")])
+    with pytest.warns(UserWarning, match="ends in a softmax"):
+        Distiller(teacher=teacher, student=student)
+
+
+def test_legacy_flag_matches_environment():
+    import os
+
+    assert LEGACY_KERAS == (os.environ.get("TF_USE_LEGACY_KERAS", "0") in ("1", "true", "yes", "on"))
+    assert math.isfinite(1.0)
