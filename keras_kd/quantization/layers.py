@@ -72,13 +72,15 @@ class FakeQuant(keras.layers.Layer):
     `decay * range + (1 - decay) * batch_range` (the first batch sets it
     directly), where the batch range is `[min(x.min(), 0), max(x.max(), 0)]`,
     and the updated range is used. Otherwise the stored range is used unchanged.
-    Under `tf.distribute` the update is averaged over replicas.
+    Under `tf.distribute` the update is averaged over replicas. Before the first
+    training step the range is `initial_range` (TFLite's usual [-6, 6]).
 
     Args:
         num_bits: bit width, 8 for TFLite int8.
         ema_decay: decay of the moving average, in [0, 1).
         fixed_range: `(min, max)` to use always instead of tracking (for
             example TFLite's softmax output range); `None` to track.
+        initial_range: the range used before the first training step.
         **kwargs: standard layer arguments (`name`, `dtype`).
 
     Example:
@@ -89,7 +91,7 @@ class FakeQuant(keras.layers.Layer):
     [-1.0, 3.0]
     """
 
-    def __init__(self, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, fixed_range=None, **kwargs):
+    def __init__(self, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, fixed_range=None, initial_range=(-6.0, 6.0), **kwargs):
         super().__init__(**kwargs)
         _check_ema_decay(ema_decay)
         if fixed_range is not None:
@@ -101,10 +103,11 @@ class FakeQuant(keras.layers.Layer):
         self.num_bits = int(num_bits)
         self.ema_decay = float(ema_decay)
         self.fixed_range = fixed_range
+        self.initial_range = tuple(float(v) for v in initial_range)
         self.supports_masking = True
 
     def build(self, input_shape):
-        low, high = self.fixed_range or (0.0, 0.0)
+        low, high = self.fixed_range or self.initial_range
         self.min_value = self.add_weight(
             name="min_value",
             shape=(),
@@ -159,6 +162,7 @@ class FakeQuant(keras.layers.Layer):
             num_bits=self.num_bits,
             ema_decay=self.ema_decay,
             fixed_range=list(self.fixed_range) if self.fixed_range is not None else None,
+            initial_range=list(self.initial_range),
         )
         return config
 
@@ -240,11 +244,13 @@ class _QuantizedWeightLayer(_QuantizedWrapper):
         self.batch_norm = _as_layer(batch_norm, "batch_norm")
 
     def build(self, input_shape):
-        self.layer.build(input_shape)
+        # Inner layers deserialized from a `.keras` file arrive already built.
+        if not self.layer.built:
+            self.layer.build(input_shape)
         output_shape = self.layer.compute_output_shape(input_shape)
-        if self.batch_norm is not None:
+        if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(output_shape)
-        if self.output_quantizer is not None:
+        if self.output_quantizer is not None and not self.output_quantizer.built:
             self.output_quantizer.build(output_shape)
 
     def folded_kernel_and_bias(self):
@@ -413,7 +419,7 @@ class QuantizedOutput(_QuantizedWrapper):
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
-        if self.output_quantizer is not None:
+        if self.output_quantizer is not None and not self.output_quantizer.built:
             self.output_quantizer.build(self.layer.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):

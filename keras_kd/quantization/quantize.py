@@ -134,9 +134,8 @@ def _unsupported_reason(layer, kinds):
     if cls is keras.layers.Softmax:
         return None if _is_softmax(layer) else "only a softmax over the last axis is supported"
     if cls in kinds["output"]:
-        if cls in (keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D):
-            if layer.data_format != "channels_last":
-                return "data_format must be 'channels_last'"
+        if cls is keras.layers.GlobalAveragePooling2D and layer.data_format != "channels_last":
+            return "data_format must be 'channels_last'"
         return None
     if cls is keras.layers.BatchNormalization:
         return "a BatchNormalization is supported only right after a Conv2D, DepthwiseConv2D or Dense"
