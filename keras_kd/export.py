@@ -33,6 +33,7 @@ print(report.size_bytes, report.validation.agreement, report.float_ops)
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import shutil
 import tempfile
@@ -613,6 +614,19 @@ def _check_output_path(path):
     return path
 
 
+def _recorded_input_signature(model):
+    """Keras 3 records the input shapes of a subclassed model's first call; its exporter reads them."""
+    if LEGACY_KERAS or not getattr(model, "built", False):
+        return None
+    try:  # a private Keras helper: if it moves, fall back to the data or input_shape
+        export_utils = importlib.import_module(keras.__name__ + ".src.export.export_utils")
+        signature = export_utils.get_input_signature(model)
+    except Exception:  # noqa: BLE001 - any failure here only means "shape unknown"
+        return None
+    flat = tf.nest.flatten(signature)
+    return flat if all(hasattr(spec, "shape") and hasattr(spec, "dtype") for spec in flat) else None
+
+
 def _input_specs(model, batch_size, data_hint=None):
     """(name, shape with batch, dtype) of each model input, from the model or else from data."""
     inputs = None
@@ -626,6 +640,12 @@ def _input_specs(model, batch_size, data_hint=None):
             name = getattr(tensor, "name", None) or f"input_{index}"
             specs.append((name, [batch_size, *shape[1:]], dtype))
         return specs
+    recorded = _recorded_input_signature(model)
+    if recorded:
+        return [
+            (getattr(spec, "name", None) or f"input_{index}", [batch_size, *list(spec.shape)[1:]], tf.as_dtype(spec.dtype).name)
+            for index, spec in enumerate(recorded)
+        ]
     if data_hint is not None:
         sample = np.asarray(data_hint)
         if sample.ndim >= 1 and sample.dtype.kind in "biuf":
@@ -697,13 +717,16 @@ def _calibration_arrays(data, specs, num_samples, argument="representative_data"
             )
         if len(array) > num_samples:  # evenly spread: datasets are often sorted by class
             array = array[np.linspace(0, len(array) - 1, num_samples).round().astype(int)]
-        result.append(array.astype(dtype if np.dtype(dtype).kind == "f" else np.float32))
+        result.append(array.astype(dtype))
     return result
 
 
 @contextlib.contextmanager
 def _saved_model_dir(model, specs):
     """Exports `model` as a SavedModel with an explicit serving signature; yields the folder."""
+    if not getattr(model, "built", True):  # a subclassed model never called: build it on zeros of the given shape
+        zeros = [np.zeros([1 if d is None else d for d in shape], dtype) for _, shape, dtype in specs]
+        model(zeros[0] if len(zeros) == 1 else zeros, training=False)
     folder = tempfile.mkdtemp(prefix="keras_kd_export_")
     try:
         signature = [tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{i}") for i, (_, shape, dtype) in enumerate(specs)]
@@ -910,6 +933,13 @@ def to_tflite(
         raise ValueError(f"batch_size must be a positive integer or None (dynamic), got {batch_size!r}.")
     model = _load_model(model)
     quantization_aware = _is_quantization_aware(model)
+    if quantization_aware and quantization in ("float16", "dynamic"):
+        # the converter would read the fake-quant ranges and write an int8 file anyway
+        raise ValueError(
+            f"quantization={quantization!r} does not apply to a quantization-aware model: its fake-quant ops "
+            "make the converter write int8 regardless. Use quantization='int8' (io_dtype='float32' for float "
+            "inputs and outputs), or export the float model it was made from."
+        )
 
     hint = None
     if input_shape is not None:
@@ -1082,7 +1112,7 @@ class TFLiteEvalCallback(keras.callbacks.Callback):
             return
         model = self._target_model()
         representative = self.representative_data
-        if representative is None and self.quantization == "int8":
+        if representative is None and self.quantization == "int8" and not _is_quantization_aware(model):
             representative = self.x
         with tempfile.TemporaryDirectory(prefix="keras_kd_tflite_eval_") as folder:
             report = to_tflite(

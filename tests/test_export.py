@@ -120,6 +120,40 @@ def test_calibration_tuple_of_x_y_uses_x():
     assert len(arrays) == 1 and arrays[0].shape == (50, 8, 8, 1) and arrays[0].dtype == np.float32
 
 
+def test_calibration_from_a_batched_dataset_is_spread_and_checked():
+    specs = [("input", [None, 5], "float32")]
+    x = np.arange(50 * 5, dtype="float64").reshape(50, 5)
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(50))).batch(8)
+    (arrays,) = export._calibration_arrays(dataset, specs, num_samples=20)
+    assert arrays.shape == (20, 5) and arrays.dtype == np.float32
+    unbatched = tf.data.Dataset.from_tensor_slices(x)
+    assert export._calibration_arrays(unbatched, specs, num_samples=3)[0].shape == (3, 5)
+    with pytest.raises(ValueError, match=r"shape \(24, 4\) but input 'input' expects \(num_samples, 5\)"):
+        export._calibration_arrays(dataset.map(lambda a, b: a[:, :4]), specs, num_samples=20)
+
+
+class SubclassedStudent(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, inputs):
+        return self.dense(inputs)
+
+
+@pytest.mark.slow
+def test_subclassed_model_shape_from_its_first_call_or_input_shape(tmp_path):
+    x = np.random.default_rng(0).random((20, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"SubclassedStudent has no defined inputs.*input_shape=\(\.\.\.\)"):
+        export.to_tflite(SubclassedStudent(), tmp_path / "m.tflite", quantization=None)
+    report = export.to_tflite(SubclassedStudent(), tmp_path / "m.tflite", quantization=None, input_shape=(5,))
+    assert report.inputs[0].shape_signature == [-1, 5]
+    called = SubclassedStudent()
+    called(x[:2])
+    report = export.to_tflite(called, tmp_path / "c.tflite", representative_data=x, validation_data=x, min_agreement=0.9)
+    assert report.input_dtype == "int8" and report.float_ops == []
+
+
 def test_inspect_refuses_a_file_that_is_not_tflite(tmp_path):
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"not a flatbuffer at all")
@@ -323,6 +357,8 @@ def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, tra
     qat = quantize_model(trained)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    with pytest.raises(ValueError, match=r"quantization='float16' does not apply to a quantization-aware model"):
+        export.to_tflite(qat, tmp_path / "qat.tflite", quantization="float16")
     report = export.to_tflite(qat, tmp_path / "qat.tflite", validation_data=(x_val, y_val))
     assert report.quantization_aware is True
     assert report.input_dtype == "int8" and report.output_dtype == "int8"
