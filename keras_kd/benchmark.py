@@ -197,7 +197,9 @@ def _random_array(shape, dtype, rng, quantization=(0.0, 0)):
         else:  # an unquantized integer input (ids, indices): keep it small and valid
             low, high = 0, min(int(info.max), 9)
         return rng.integers(low, high, size=shape, endpoint=True, dtype=np.int64).astype(dtype)
-    raise ValueError(f"Cannot generate benchmark input of dtype {dtype}; only float, int and bool inputs are supported.")
+    raise ValueError(
+        f"Cannot generate benchmark input of dtype {dtype}; only float, int and bool inputs are supported."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -447,7 +449,9 @@ _MODEL_SIZE = re.compile(r"The input model file size \(MB\):\s*(" + _NUMBER + r"
 _MEMORY_DELTA = re.compile(
     r"Memory footprint delta from the start of the tool \(MB\):\s*init=(" + _NUMBER + r")\s+overall=(" + _NUMBER + r")"
 )
-_PEAK_MEMORY = re.compile(r"(?<!Overall )Peak memory footprint \(MB\):\s*init=(" + _NUMBER + r")\s+overall=(" + _NUMBER + r")")
+_PEAK_MEMORY = re.compile(
+    r"(?<!Overall )Peak memory footprint \(MB\):\s*init=(" + _NUMBER + r")\s+overall=(" + _NUMBER + r")"
+)
 _OVERALL_PEAK = re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring:\s*(" + _NUMBER + r")")
 # Per-operator profiling summaries print the same statistics after these labels; they are not run timings.
 _PROFILER_STAT = re.compile(r"\((?:microseconds|bytes)\)\s*:\s*$")

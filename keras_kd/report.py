@@ -225,7 +225,10 @@ def render_markdown(rows, title=None):
             f"{speedup} |"
         )
     if front:
-        lines += ["", "\\* on the accuracy / host-latency Pareto front (no other model is both faster and more accurate)."]
+        lines += [
+            "",
+            "\\* on the accuracy / host-latency Pareto front (no other model is both faster and more accurate).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -448,7 +451,9 @@ def load_report(run_dir):
         raise FileNotFoundError(f"No run folder at {run_dir!r}. Pass the run_dir given to build_report.")
     path = os.path.join(run_dir, _JSON)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{run_dir!r} has no {_JSON}; write it with keras_kd.report.build_report(rows, run_dir).")
+        raise FileNotFoundError(
+            f"{run_dir!r} has no {_JSON}; write it with keras_kd.report.build_report(rows, run_dir)."
+        )
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
     try:

@@ -385,7 +385,7 @@ def test_android_litert_output_to_result_and_cleanup(fake_adb, files):
         [binary, f"{DEVICE_DIR}/benchmark_model"],
     ]
     shell = _shell_commands(calls)
-    assert f"getprop ro.product.model" in shell
+    assert "getprop ro.product.model" in shell
     assert f"chmod +x {DEVICE_DIR}/benchmark_model" in shell
     run = next(c for c in shell if "--graph=" in c)
     assert run.startswith(f"taskset f0 {DEVICE_DIR}/benchmark_model ")
