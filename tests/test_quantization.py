@@ -517,9 +517,10 @@ def test_trained_digits_cnn_int8_interpreter_agrees_with_qat_model():
     keras_logits = qat.predict(x_test, verbose=0)
     assert (keras_logits.argmax(1) == y_test).mean() > 0.85
 
-    interpreter = load_interpreter(_convert(qat))
-    _, ops = _ops_and_types(_convert(qat))
+    content = _convert(qat)
+    _, ops = _ops_and_types(content)
     _assert_int8_end_to_end(ops)
+    interpreter = load_interpreter(content)
     input_detail, output_detail = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(input_detail["index"], x_test.shape)
     interpreter.allocate_tensors()

@@ -586,7 +586,9 @@ def _quantize_model_tfmot(model, unsupported, custom_objects):
     except ImportError as error:
         raise ImportError(_QAT_INSTALL_HINT) from error
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
-    passthrough = (keras.layers.InputLayer,)
+    # tfmot folds BatchNormalization into the Conv/Dense before it with layout transforms, not
+    # through its registry; a BN it cannot fold makes tfmot raise its own error.
+    passthrough = (keras.layers.InputLayer, keras.layers.BatchNormalization)
     found = [
         (layer.name, type(layer).__name__, "not supported by tensorflow-model-optimization")
         for layer in model.layers
@@ -611,7 +613,7 @@ def _quantize_model_tfmot(model, unsupported, custom_objects):
         unsupported_names = {name for name, _, _ in found}
 
         def annotate(layer):
-            if isinstance(layer, passthrough) or layer.name in unsupported_names:
+            if isinstance(layer, keras.layers.InputLayer) or layer.name in unsupported_names:
                 return layer
             return qkeras.quantize_annotate_layer(layer)
 
