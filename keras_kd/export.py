@@ -614,6 +614,15 @@ def _check_output_path(path):
     return path
 
 
+def _dtype_name(spec):
+    return tf.as_dtype(spec.dtype).name
+
+
+def _expected_shape(shape):
+    """'(num_samples, 8, 8, 1)' for an input spec shape whose first entry is the batch."""
+    return "(num_samples, " + ", ".join("?" if d is None else str(d) for d in shape[1:]) + ")"
+
+
 def _recorded_input_signature(model):
     """Keras 3 records the input shapes of a subclassed model's first call; its exporter reads them."""
     if LEGACY_KERAS or not getattr(model, "built", False):
@@ -643,7 +652,7 @@ def _input_specs(model, batch_size, data_hint=None):
     recorded = _recorded_input_signature(model)
     if recorded:
         return [
-            (getattr(spec, "name", None) or f"input_{index}", [batch_size, *list(spec.shape)[1:]], tf.as_dtype(spec.dtype).name)
+            (getattr(spec, "name", None) or f"input_{index}", [batch_size, *list(spec.shape)[1:]], _dtype_name(spec))
             for index, spec in enumerate(recorded)
         ]
     if data_hint is not None:
@@ -693,7 +702,7 @@ def _calibration_arrays(data, specs, num_samples, argument="representative_data"
         )
     result = []
     for array, (name, shape, dtype) in zip(arrays, specs):
-        expected = "(num_samples, " + ", ".join("?" if d is None else str(d) for d in shape[1:]) + ")"
+        expected = _expected_shape(shape)
         try:
             array = np.asarray(array)
         except (ValueError, TypeError) as error:
@@ -729,7 +738,10 @@ def _saved_model_dir(model, specs):
         model(zeros[0] if len(zeros) == 1 else zeros, training=False)
     folder = tempfile.mkdtemp(prefix="keras_kd_export_")
     try:
-        signature = [tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{i}") for i, (_, shape, dtype) in enumerate(specs)]
+        signature = [
+            tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{index}")
+            for index, (_, shape, dtype) in enumerate(specs)
+        ]
         if LEGACY_KERAS:
             if len(signature) == 1:
                 function = tf.function(lambda x: model(x, training=False), input_signature=signature)
@@ -944,7 +956,7 @@ def to_tflite(
     hint = None
     if input_shape is not None:
         hint = np.zeros((1, *tuple(input_shape)), np.float32)
-    elif representative_data is not None and not isinstance(representative_data, tf.data.Dataset) and not callable(representative_data):
+    elif representative_data is not None and not isinstance(representative_data, tf.data.Dataset):
         hint = _first_inputs(representative_data)
         hint = None if isinstance(hint, list) else hint
     elif validation_data is not None:
@@ -957,7 +969,7 @@ def to_tflite(
             raise ValueError(
                 "Post-training INT8 quantization of a float model needs calibration data, but "
                 "representative_data is None. Pass representative_data=x_train[:200] (inputs of shape "
-                + " / ".join("(num_samples, " + ", ".join("?" if d is None else str(d) for d in s[1:]) + ")" for _, s, _ in specs)
+                + " / ".join(_expected_shape(shape) for _, shape, _ in specs)
                 + "), make the model quantization-aware with keras_kd.quantization.quantize_model, "
                 "or choose quantization='float16' / 'dynamic' / None."
             )

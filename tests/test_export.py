@@ -90,7 +90,8 @@ def test_missing_folder_is_named(tmp_path):
 
 
 def test_int8_of_float_model_needs_calibration_data(tmp_path):
-    with pytest.raises(ValueError, match=r"needs calibration data.*representative_data is None.*\(num_samples, 8, 8, 1\)"):
+    expected = r"needs calibration data.*representative_data is None.*\(num_samples, 8, 8, 1\)"
+    with pytest.raises(ValueError, match=expected):
         export.to_tflite(_small_cnn(), tmp_path / "m.tflite")
     assert not os.listdir(tmp_path)
 
@@ -109,7 +110,8 @@ def test_wrongly_shaped_calibration_data_names_the_expected_shape(tmp_path, digi
 
 def test_wrongly_typed_calibration_data_is_refused(tmp_path):
     strings = np.full((4, 8, 8, 1), "a")
-    with pytest.raises(ValueError, match=r"dtype <U1 but input .* takes float32 values of shape \(num_samples, 8, 8, 1\)"):
+    expected = r"dtype <U1 but input .* takes float32 values of shape \(num_samples, 8, 8, 1\)"
+    with pytest.raises(ValueError, match=expected):
         export.to_tflite(_small_cnn(), tmp_path / "m.tflite", representative_data=strings)
 
 
@@ -150,7 +152,9 @@ def test_subclassed_model_shape_from_its_first_call_or_input_shape(tmp_path):
     assert report.inputs[0].shape_signature == [-1, 5]
     called = SubclassedStudent()
     called(x[:2])
-    report = export.to_tflite(called, tmp_path / "c.tflite", representative_data=x, validation_data=x, min_agreement=0.9)
+    report = export.to_tflite(
+        called, tmp_path / "c.tflite", representative_data=x, validation_data=x, min_agreement=0.9
+    )
     assert report.input_dtype == "int8" and report.float_ops == []
 
 
@@ -265,7 +269,8 @@ def test_low_agreement_is_rejected_and_kept_beside(tmp_path, trained, digits):
     target = tmp_path / "m.tflite"
     target.write_bytes(b"old")
     # calibrating on data scaled unlike the training data: activations saturate
-    with pytest.raises(export.ExportValidationError, match=r"agrees with the Keras model on only .*below min_agreement=99\.00%.*representative data") as caught:
+    expected = r"agrees with the Keras model on only .*below min_agreement=99\.00%.*representative data"
+    with pytest.raises(export.ExportValidationError, match=expected) as caught:
         export.to_tflite(trained, target, representative_data=x * 0.01, validation_data=(x_val, y_val))
     assert caught.value.result.agreement < 0.99
     assert target.read_bytes() == b"old"
@@ -365,4 +370,5 @@ def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, tra
     assert report.float_ops == [] and {"CONV_2D", "FULLY_CONNECTED"} <= set(report.op_counts)
     # the fake-quant ops simulate the int8 kernels, so the file follows its Keras model closely
     assert report.validation.agreement >= 0.99
-    assert export.evaluate_tflite(report.path, x_val, y_val).accuracy == pytest.approx(report.validation.tflite_accuracy)
+    accuracy = export.evaluate_tflite(report.path, x_val, y_val).accuracy
+    assert accuracy == pytest.approx(report.validation.tflite_accuracy)
