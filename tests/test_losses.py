@@ -1,0 +1,376 @@
+"""Distillation losses: golden values hand-computed in NumPy, config round-trips, shapes, the public surface."""
+
+import numpy as np
+import pytest
+
+from keras_kd import losses as kd_losses
+from keras_kd.backend import keras, tf
+
+# ----------------------------------------------------------------- NumPy references
+
+
+def _log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def _softmax(z):
+    return np.exp(_log_softmax(z))
+
+
+def np_soft_kl(t, s, T):
+    pt, lt, ls = _softmax(t / T), _log_softmax(t / T), _log_softmax(s / T)
+    return T * T * (pt * (lt - ls)).sum(-1)
+
+
+def np_reverse_kl(t, s, T):
+    ps, lt, ls = _softmax(s / T), _log_softmax(t / T), _log_softmax(s / T)
+    return T * T * (ps * (ls - lt)).sum(-1)
+
+
+def np_logit_mse(t, s):
+    return ((t - s) ** 2).mean(-1)
+
+
+def np_dkd(t, s, y, T, alpha, beta):
+    out = []
+    for ti, si, yi in zip(t, s, y):
+        pt, ps = _softmax(ti / T), _softmax(si / T)
+        bt, bs = np.array([pt[yi], 1 - pt[yi]]), np.array([ps[yi], 1 - ps[yi]])
+        tckd = (bt * np.log(bt / bs)).sum()
+        keep = np.arange(len(ti)) != yi
+        qt, qs = _softmax(ti[keep] / T), _softmax(si[keep] / T)
+        nckd = (qt * np.log(qt / qs)).sum()
+        out.append(T * T * (alpha * tckd + beta * nckd))
+    return np.array(out)
+
+
+def np_fitnets(t, s):
+    return ((t - s) ** 2).reshape(len(t), -1).mean(-1)
+
+
+def np_attention(t, s, p=2.0):
+    def q(a):
+        m = (np.abs(a) ** p).sum(-1).reshape(len(a), -1)
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    return ((q(s) - q(t)) ** 2).mean(-1)
+
+
+def np_cosine(t, s):
+    return 1 - (t * s).sum(-1) / np.linalg.norm(t, axis=-1) / np.linalg.norm(s, axis=-1)
+
+
+def _huber(x):
+    a = np.abs(x)
+    return np.where(a < 1, 0.5 * x * x, a - 0.5)
+
+
+def _distances(e):
+    return np.array([[np.linalg.norm(a - b) for b in e] for a in e])
+
+
+def np_rkd_distance(t, s):
+    t, s = t.reshape(len(t), -1), s.reshape(len(s), -1)
+    dt, ds = _distances(t), _distances(s)
+    return _huber(ds / ds[ds > 0].mean() - dt / dt[dt > 0].mean()).mean()
+
+
+def _angles(e):
+    b = len(e)
+    out = np.zeros((b, b, b))
+    for i in range(b):
+        for j in range(b):
+            for k in range(b):
+                u, v = e[j] - e[i], e[k] - e[i]
+                if np.linalg.norm(u) > 0 and np.linalg.norm(v) > 0:
+                    out[i, j, k] = u @ v / np.linalg.norm(u) / np.linalg.norm(v)
+    return out
+
+
+def np_rkd_angle(t, s):
+    return _huber(_angles(s.reshape(len(s), -1)) - _angles(t.reshape(len(t), -1))).mean()
+
+
+def np_pkt(t, s, eps=1e-7):
+    def cond(e):
+        e = e.reshape(len(e), -1)
+        e = e / np.linalg.norm(e, axis=1, keepdims=True)
+        k = (e @ e.T + 1) / 2
+        return k / k.sum(1, keepdims=True)
+
+    pt, ps = cond(t), cond(s)
+    return (pt * np.log((pt + eps) / (ps + eps))).sum(1).mean()
+
+
+def np_sp(t, s):
+    def g(e):
+        e = e.reshape(len(e), -1)
+        m = e @ e.T
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+    return ((g(t) - g(s)) ** 2).sum() / len(t) ** 2
+
+
+def np_multi_teacher(t, s, T, w):
+    w = np.array(w, float) / np.sum(w)
+    p_bar = sum(wk * _softmax(t[:, k] / T) for k, wk in enumerate(w))
+    return T * T * (p_bar * (np.log(p_bar) - _log_softmax(s / T))).sum(-1)
+
+
+def np_vid(t, mu, var):
+    nll = 0.5 * (np.log(var) + (t - mu) ** 2 / var)
+    return nll.reshape(len(t), -1).mean(-1)
+
+
+def np_info_nce(s, t, bank_t, bank_s, tau):
+    s = s / np.linalg.norm(s, axis=1, keepdims=True)
+    t = t / np.linalg.norm(t, axis=1, keepdims=True)
+
+    def side(a, p, bank):
+        logits = np.concatenate([a @ p.T, a @ bank.T], axis=1) / tau
+        return -np.diag(_log_softmax(logits))
+
+    return side(s, t, bank_t) + side(t, s, bank_s)
+
+
+_R = np.random.default_rng(7)
+T3, S3 = _R.normal(size=(4, 5)) * 3, _R.normal(size=(4, 5)) * 3
+Y3 = np.array([0, 3, 4, 1])
+FT, FS = _R.normal(size=(4, 3, 3, 6)), _R.normal(size=(4, 3, 3, 4))
+ET, ES = _R.normal(size=(5, 6)), _R.normal(size=(5, 3))
+
+# name, function call (tf), NumPy reference value (per example or batch mean), reduce to batch mean?
+GOLDEN = [
+    ("soft_target_kl", lambda: kd_losses.soft_target_kl_divergence(T3, S3, 2.0), np_soft_kl(T3, S3, 2.0), False),
+    ("reverse_kl", lambda: kd_losses.reverse_kl_divergence(T3, S3, 2.0), np_reverse_kl(T3, S3, 2.0), False),
+    ("reverse_kl_probs", lambda: kd_losses.reverse_kl_divergence(_softmax(T3), S3, 3.0, from_probabilities=True),
+     np_reverse_kl(T3, S3, 3.0), False),
+    ("logit_mse", lambda: kd_losses.logit_mse(T3, S3), np_logit_mse(T3, S3), False),
+    ("dkd", lambda: kd_losses.decoupled_kd(T3, S3, Y3, 4.0, 1.0, 8.0), np_dkd(T3, S3, Y3, 4.0, 1.0, 8.0), False),
+    ("dkd_onehot_probs", lambda: kd_losses.decoupled_kd(_softmax(T3), S3, np.eye(5)[Y3], 2.0, 0.5, 2.0,
+                                                        from_probabilities=True),
+     np_dkd(T3, S3, Y3, 2.0, 0.5, 2.0), False),
+    ("regression_mse", lambda: kd_losses.regression_distillation(T3, S3), np_logit_mse(T3, S3), False),
+    ("regression_objective", lambda: kd_losses.regression_kd_objective(T3[:, :1], T3[:, 1:2], S3[:, :1], 0.3, 2.0),
+     0.3 * (T3[:, 0] - S3[:, 0]) ** 2 + 2.0 * (T3[:, 1] - S3[:, 0]) ** 2, False),
+    ("fitnets", lambda: kd_losses.fitnets_hint(FT[..., :4], FS), np_fitnets(FT[..., :4], FS), False),
+    ("attention_transfer", lambda: kd_losses.attention_transfer(FT, FS), np_attention(FT, FS), False),
+    ("attention_transfer_p1", lambda: kd_losses.attention_transfer(FT, FS, p=1.0), np_attention(FT, FS, 1.0), False),
+    ("cosine_alignment", lambda: kd_losses.cosine_alignment(ET[:, :3], ES), np_cosine(ET[:, :3], ES), False),
+    ("rkd_distance", lambda: kd_losses.rkd_distance(ET, ES), np_rkd_distance(ET, ES), True),
+    ("rkd_angle", lambda: kd_losses.rkd_angle(ET, ES), np_rkd_angle(ET, ES), True),
+    ("pkt", lambda: kd_losses.pkt(FT, FS), np_pkt(FT, FS), True),
+    ("similarity_preserving", lambda: kd_losses.similarity_preserving(FT, FS), np_sp(FT, FS), True),
+    ("multi_teacher_kl", lambda: kd_losses.multi_teacher_kl_divergence(np.stack([T3, S3 * 2], 1), S3, 2.5, [3, 1]),
+     np_multi_teacher(np.stack([T3, S3 * 2], 1), S3, 2.5, [3, 1]), False),
+    ("vid", lambda: kd_losses.vid_negative_log_likelihood(FT, FT * 0.5, np.linspace(0.5, 2, 6)),
+     np_vid(FT, FT * 0.5, np.linspace(0.5, 2, 6)), False),
+    ("crd_info_nce", lambda: kd_losses.crd_info_nce(ES, ET[:, :3], ET[:3, 3:], ES[:3], 0.5),
+     np_info_nce(ES, ET[:, :3], ET[:3, 3:], ES[:3], 0.5), False),
+    ("input_gradient_distance", lambda: kd_losses.input_gradient_distance(FT, FT * 0.5),
+     ((FT * 0.5) ** 2).reshape(4, -1).sum(-1), False),
+]
+
+
+@pytest.mark.parametrize("name,fn,expected,batch_mean", GOLDEN, ids=[g[0] for g in GOLDEN])
+def test_golden_values(name, fn, expected, batch_mean):
+    values = np.asarray(fn())
+    assert values.dtype == np.float32
+    if batch_mean:
+        assert values.shape == (ET.shape[0],) or values.shape == (FT.shape[0],)
+        np.testing.assert_allclose(values.mean(), expected, rtol=1e-4, atol=1e-6)
+    else:
+        np.testing.assert_allclose(values, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_multi_teacher_equal_weights_is_mean_of_softened_probabilities():
+    t = np.stack([T3, -T3, S3], axis=1)
+    got = kd_losses.multi_teacher_kl_divergence(t, S3, 4.0)
+    np.testing.assert_allclose(got, np_multi_teacher(t, S3, 4.0, [1, 1, 1]), rtol=1e-4)
+    # Averaging probabilities first and softening afterwards is a different (wrong) target.
+    wrong = np_soft_kl(np.log(np.mean([_softmax(t[:, k]) for k in range(3)], 0)), S3, 4.0)
+    assert not np.allclose(got, wrong, rtol=1e-3)
+
+
+def test_dkd_equals_classic_kd_decomposition():
+    # KD = TCKD + (1 - p_t,y) * NCKD (Zhao et al., eq. 3): check with alpha=1 and beta=(1 - p_t,y) per example.
+    T = 2.0
+    p_ty = _softmax(T3 / T)[np.arange(4), Y3]
+    tckd = np.asarray(kd_losses.decoupled_kd(T3, S3, Y3, T, 1.0, 0.0))
+    nckd = np.asarray(kd_losses.decoupled_kd(T3, S3, Y3, T, 0.0, 1.0))
+    np.testing.assert_allclose(tckd + (1 - p_ty) * nckd, np_soft_kl(T3, S3, T), rtol=1e-4)
+
+
+def test_dkd_ignores_padding_labels():
+    values = np.asarray(kd_losses.decoupled_kd(T3, S3, np.array([0, -100, 4, 1]), 2.0))
+    assert np.isfinite(values).all()
+
+
+def test_response_losses_are_stable_for_huge_logits():
+    t = np.array([[1e4, -1e4, 0.0]]); s = np.array([[-1e4, 1e4, 0.0]])
+    for fn in (kd_losses.soft_target_kl_divergence, kd_losses.reverse_kl_divergence):
+        assert np.isfinite(np.asarray(fn(t, s, 1.0))).all()
+    assert np.isfinite(np.asarray(kd_losses.decoupled_kd(t, s, np.array([0]), 1.0))).all()
+
+
+# ------------------------------------------------------------------- token masking
+
+def test_token_kl_padding_positions_change_nothing_and_mean_is_over_real_tokens():
+    rng = np.random.default_rng(3)
+    t, s = rng.normal(size=(2, 4, 6)), rng.normal(size=(2, 4, 6))
+    labels = np.array([[1, 2, -100, -100], [3, 0, 5, -100]])
+    loss = kd_losses.TokenKLDivergence(temperature=2.0)
+    clean = np.asarray(loss.compute(t, s, labels=labels))
+    garbage_t, garbage_s = t.copy(), s.copy()
+    pad = labels == -100
+    garbage_t[pad] = np.nan
+    garbage_s[pad] = 1e30
+    dirty = np.asarray(loss.compute(garbage_t, garbage_s, labels=labels))
+    np.testing.assert_array_equal(clean, dirty)
+    assert (dirty[pad] == 0).all()
+    real = ~pad
+    expected_mean = np_soft_kl(t[real], s[real], 2.0).mean()
+    np.testing.assert_allclose(dirty.sum() / real.sum(), expected_mean, rtol=1e-5)
+
+
+def test_token_kl_gradients_are_finite_with_garbage_padding():
+    t = np.random.default_rng(0).normal(size=(1, 3, 4)).astype("float32")
+    t[0, 2] = np.nan
+    s = tf.Variable(np.zeros((1, 3, 4), "float32"))
+    with tf.GradientTape() as tape:
+        value = tf.reduce_sum(kd_losses.token_kl_divergence(t, s, 1.0, mask=np.array([[1, 1, 0]])))
+    gradient = tape.gradient(value, s).numpy()
+    assert np.isfinite(gradient).all() and (gradient[0, 2] == 0).all()
+
+
+def test_padding_mask():
+    np.testing.assert_array_equal(kd_losses.padding_mask(np.array([[4, -100], [-1, 0]]), -1), [[1, 1], [0, 1]])
+
+
+# ----------------------------------------------------------------- serialization
+
+INSTANCES = [
+    kd_losses.SoftTargetKLDivergence(temperature=4.0, from_probabilities=True),
+    kd_losses.ReverseKLDivergence(temperature=2.0, from_probabilities=True, name="rkl"),
+    kd_losses.LogitMSE(teacher_layer_name="a", student_layer_name="b"),
+    kd_losses.DecoupledKD(temperature=4.0, alpha=0.5, beta=4.0),
+    kd_losses.RegressionDistillation(),
+    kd_losses.TokenKLDivergence(temperature=1.5, ignore_index=0),
+    kd_losses.FitNetsHint("t", "s", use_adapter=False),
+    kd_losses.AttentionTransfer("t", "s", p=1.0),
+    kd_losses.CosineAlignment("t", "s"),
+    kd_losses.RKDDistance("t", "s"),
+    kd_losses.RKDAngle("t", "s"),
+    kd_losses.PKT("t", "s"),
+    kd_losses.SimilarityPreserving("t", "s"),
+    kd_losses.CRD("t", "s", embedding_dim=16, bank_size=32, tau=0.1),
+    kd_losses.VID("t", "s", initial_variance=3.0),
+    kd_losses.MultiTeacherKLDivergence([2.0, 1.0], temperature=5.0),
+    kd_losses.InputGradientMatching(),
+]
+
+
+@pytest.mark.parametrize("loss", INSTANCES, ids=[type(l).__name__ for l in INSTANCES])
+def test_config_round_trip(loss):
+    config = kd_losses.serialize(loss)
+    restored = kd_losses.get(config)
+    assert type(restored) is type(loss)
+    assert restored.get_config() == loss.get_config()
+    by_name = kd_losses.get(loss.registered_name)
+    assert type(by_name) is type(loss)
+
+
+def test_every_registered_loss_is_public_and_documented():
+    for name in kd_losses.registered_names():
+        cls = type(kd_losses.get(name))
+        assert cls.__name__ in kd_losses.__all__
+        doc = cls.__doc__ or ""
+        assert "Example" in doc, cls
+
+
+def test_public_surface_is_pinned():
+    assert sorted(kd_losses.__all__) == sorted([
+        "AttentionTransfer", "CRD", "CRDState", "CosineAlignment", "DecoupledKD", "DistillationLoss", "FitNetsHint",
+        "InputGradientMatching", "LogitMSE", "MultiTeacherKLDivergence", "PKT", "ProjectionAdapter", "RKDAngle",
+        "RKDDistance", "RegressionDistillation", "ReverseKLDivergence", "SimilarityPreserving",
+        "SoftTargetKLDivergence", "TokenKLDivergence", "VID", "VIDState", "attention_map", "attention_transfer",
+        "cosine_alignment", "crd_info_nce", "cross_entropy_input_gradient", "decoupled_kd", "fitnets_hint", "get",
+        "input_gradient_distance", "logit_mse", "multi_teacher_kl_divergence", "padding_mask", "pkt",
+        "register_loss", "registered_names", "regression_distillation", "regression_kd_objective",
+        "reverse_kl_divergence", "rkd_angle", "rkd_distance", "serialize", "similarity_preserving",
+        "soft_target_kl_divergence", "stack_teachers", "token_kl_divergence", "vid_negative_log_likelihood",
+    ])
+    for name in kd_losses.__all__:
+        assert hasattr(kd_losses, name)
+    assert kd_losses.registered_names() == sorted([
+        "attention_transfer", "cosine_alignment", "crd", "dkd", "fitnets", "input_gradient", "logit_mse",
+        "multi_teacher_kl", "pkt", "regression_mse", "reverse_kl", "rkd_angle", "rkd_distance",
+        "similarity_preserving", "soft_target_kl", "token_kl", "vid"])
+
+
+# ----------------------------------------------------------------- validation
+
+def test_invalid_arguments_say_what_was_passed():
+    with pytest.raises(ValueError, match="temperature must be"):
+        kd_losses.ReverseKLDivergence(temperature=0.0)
+    with pytest.raises(ValueError, match="beta must be a number >= 0, got -1"):
+        kd_losses.DecoupledKD(beta=-1)
+    with pytest.raises(ValueError, match="p must be a number > 0"):
+        kd_losses.AttentionTransfer("a", "b", p=0)
+    with pytest.raises(ValueError, match="teacher_weights must be non-negative"):
+        kd_losses.MultiTeacherKLDivergence([-1.0, 1.0])
+    with pytest.raises(ValueError, match="needs the ground-truth labels"):
+        kd_losses.DecoupledKD().compute(T3, S3)
+    with pytest.raises(ValueError, match="class ids of shape"):
+        kd_losses.decoupled_kd(T3, S3, np.zeros((4, 2, 2)))
+
+
+def test_shape_validation_messages():
+    with pytest.raises(ValueError, match="spatial"):
+        kd_losses.FitNetsHint("t", "s").validate_shapes((None, 8, 8, 4), (None, 4, 4, 4))
+    with pytest.raises(ValueError, match="use_adapter=True"):
+        kd_losses.FitNetsHint("t", "s", use_adapter=False).validate_shapes((None, 8), (None, 4))
+    with pytest.raises(ValueError, match="same rank"):
+        kd_losses.CosineAlignment("t", "s").validate_shapes((None, 8), (None, 2, 4))
+    with pytest.raises(ValueError, match=r"\(batch, H, W, C\)"):
+        kd_losses.AttentionTransfer("t", "s").validate_shapes((None, 8), (None, 8))
+    with pytest.raises(ValueError, match="stack_teachers"):
+        kd_losses.MultiTeacherKLDivergence().validate_shapes((None, 3), (None, 3))
+    with pytest.raises(ValueError, match="one weight per teacher"):
+        kd_losses.MultiTeacherKLDivergence([1.0, 1.0, 1.0]).validate_shapes((None, 2, 3), (None, 3))
+    kd_losses.RKDAngle().validate_shapes((None, 8), (None, 3, 3, 2))  # relations: any widths
+
+
+def test_adapter_and_states_are_built_at_creation():
+    adapter = kd_losses.FitNetsHint("t", "s").create_state((None, 4, 4, 8), (None, 4, 4, 3))
+    assert isinstance(adapter.projection, keras.layers.Conv2D) and len(adapter.trainable_weights) == 2
+    assert kd_losses.FitNetsHint("t", "s").create_state((None, 8), (None, 8)) is None
+    dense = kd_losses.CosineAlignment("t", "s").create_state((None, 5, 8), (None, 5, 3))
+    assert isinstance(dense.projection, keras.layers.Dense)
+    vid = kd_losses.VID("t", "s").create_state((None, 4, 4, 8), (None, 4, 4, 3))
+    np.testing.assert_allclose(vid.variance().numpy(), np.full(8, 5.0), rtol=1e-5)
+    crd = kd_losses.CRD("t", "s", embedding_dim=4, bank_size=6).create_state((None, 5), (None, 3))
+    assert len(crd.trainable_weights) == 4 and len(crd.non_trainable_weights) == 3
+
+
+def test_crd_queue_is_written_after_the_loss():
+    loss = kd_losses.CRD(embedding_dim=4, bank_size=6, tau=0.5)
+    state = loss.create_state((None, 6), (None, 3))
+    teacher_bank, student_bank = state.teacher_bank.numpy().copy(), state.student_bank.numpy().copy()
+    values = loss.compute(ET.astype("float32"), ES.astype("float32"), state=state)
+    t = tf.math.l2_normalize(state.teacher_head(ET.astype("float32")), -1).numpy()
+    s = tf.math.l2_normalize(state.student_head(ES.astype("float32")), -1).numpy()
+    # The loss used the bank as it was before this batch, then wrote the batch into it.
+    np.testing.assert_allclose(values, np_info_nce(s, t, teacher_bank, student_bank, 0.5), rtol=1e-4)
+    np.testing.assert_allclose(state.teacher_bank.numpy()[:5], t, rtol=1e-5)
+    np.testing.assert_allclose(state.student_bank.numpy()[:5], s, rtol=1e-5)
+    np.testing.assert_array_equal(state.teacher_bank.numpy()[5], teacher_bank[5])
+    assert int(state.bank_pointer.numpy()) == 5
+    loss.compute(ET.astype("float32"), ES.astype("float32"), state=state)
+    assert int(state.bank_pointer.numpy()) == 4  # wrapped around: (5 + 5) mod 6
+
+
+def test_losses_compute_in_float32_from_float16_inputs():
+    values = kd_losses.reverse_kl_divergence(T3.astype("float16"), S3.astype("float16"), 2.0)
+    assert values.dtype == tf.float32
