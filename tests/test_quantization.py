@@ -172,7 +172,9 @@ def test_quantized_layer_folds_like_the_float_model_before_quantization(rng):
     x = rng.normal(size=(2, 6, 6, 3)).astype(np.float32)
     bn(conv(x))
     _set_bn_statistics(bn, rng)
-    layer = QuantizedConv2D(L.Conv2D.from_config(conv.get_config()), batch_norm=L.BatchNormalization.from_config(bn.get_config()))
+    layer = QuantizedConv2D(
+        L.Conv2D.from_config(conv.get_config()), batch_norm=L.BatchNormalization.from_config(bn.get_config())
+    )
     layer.build(x.shape)
     layer.layer.set_weights(conv.get_weights())
     layer.batch_norm.set_weights(bn.get_weights())
@@ -261,7 +263,12 @@ def test_quantized_model_tracks_the_float_model_after_calibration(rng):
 
 def test_sequential_and_nested_functional_models_are_quantized(rng):
     backbone = keras.Sequential(
-        [keras.Input((6, 6, 2)), L.Conv2D(4, 3, name="bb_conv"), L.BatchNormalization(name="bb_bn"), L.ReLU(name="bb_relu")],
+        [
+            keras.Input((6, 6, 2)),
+            L.Conv2D(4, 3, name="bb_conv"),
+            L.BatchNormalization(name="bb_bn"),
+            L.ReLU(name="bb_relu"),
+        ],
         name="backbone",
     )
     inputs = keras.Input((6, 6, 2), name="pixels")
@@ -320,7 +327,9 @@ def test_unsupported_float_keeps_layers_in_float_with_a_warning(rng):
     x = rng.normal(size=(8, 6)).astype(np.float32)
     _train_step_calibration(qat, x)
     np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.1)
-    np.testing.assert_array_equal(qat.get_layer("my_norm").get_weights()[0], model.get_layer("my_norm").get_weights()[0])
+    np.testing.assert_array_equal(
+        qat.get_layer("my_norm").get_weights()[0], model.get_layer("my_norm").get_weights()[0]
+    )
 
 
 def test_keras_file_round_trip_keeps_ranges_and_outputs(tmp_path, rng):
@@ -464,8 +473,9 @@ def test_small_cnn_converts_to_int8_end_to_end(rng):
     qat.fit(x, rng.integers(0, 10, 32), epochs=2, batch_size=16, verbose=0)
     interpreter, ops = _ops_and_types(_convert(qat))
     names = [name for name, _, _ in ops]
-    for required in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX"):
-        assert required in names
+    required = ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D", "MEAN")
+    for name in required + ("FULLY_CONNECTED", "SOFTMAX"):
+        assert name in names
     # BN and ReLU are folded/fused: no standalone ops for them.
     for absent in ("MUL", "RELU", "RELU6", "DEQUANTIZE"):
         assert absent not in names
@@ -532,4 +542,31 @@ def test_trained_digits_cnn_int8_interpreter_agrees_with_qat_model():
     scale = output_detail["quantization"][0]
     assert np.abs(int8_logits - keras_logits).max() <= 4 * scale
     if os.environ.get("KERAS_KD_PRINT_FIGURES"):
-        print(f"digits: agreement {agreement:.4f}, max |logit diff| {np.abs(int8_logits - keras_logits).max():.4f}, scale {scale:.4f}")
+        difference = np.abs(int8_logits - keras_logits).max()
+        print(f"digits: agreement {agreement:.4f}, max |logit diff| {difference:.4f}, output scale {scale:.4f}")
+
+
+def test_public_surface_is_pinned():
+    assert sorted(quantization.__all__) == sorted(
+        [
+            "quantize_model",
+            "is_quantization_aware",
+            "float_layers",
+            "supported_layer_types",
+            "FakeQuant",
+            "QuantizedConv2D",
+            "QuantizedDepthwiseConv2D",
+            "QuantizedDense",
+            "QuantizedOutput",
+            "fold_batch_norm",
+            "batch_norm_factors",
+            "quantization_params",
+            "fake_quant_reference",
+            "fake_quant_weights",
+            "fake_quant_activations",
+            "SOFTMAX_OUTPUT_RANGE",
+        ]
+    )
+    assert {"Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "Add", "Concatenate"} <= set(
+        quantization.supported_layer_types()
+    )

@@ -44,7 +44,12 @@ def test_quantize_model_uses_tfmot_and_is_quantization_aware():
 def test_unsupported_layer_error_and_float_mode():
     layers = keras.layers
     model = keras.Sequential(
-        [layers.InputLayer(input_shape=(6,)), layers.Dense(4), layers.LayerNormalization(name="my_norm"), layers.Dense(2)]
+        [
+            layers.InputLayer(input_shape=(6,)),
+            layers.Dense(4),
+            layers.LayerNormalization(name="my_norm"),
+            layers.Dense(2),
+        ]
     )
     with pytest.raises(ValueError, match=r"'my_norm' \(LayerNormalization\)"):
         quantize_model(model)

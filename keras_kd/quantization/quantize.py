@@ -224,7 +224,8 @@ def _plan(graph, kinds):
             steps.append(_Step(node, "float"))
             continue
         cls = type(layer)
-        if cls in kinds["passthrough"] or (cls is keras.layers.Activation and _activation_name(layer.activation) == "linear"):
+        linear_activation = cls is keras.layers.Activation and _activation_name(layer.activation) == "linear"
+        if cls in kinds["passthrough"] or linear_activation:
             steps.append(_Step(node, "passthrough"))
             continue
         step = _Step(node, "weight" if cls in kinds["weight"] else "output")

@@ -99,7 +99,7 @@ def fake_quant_reference(values, min_value, max_value, num_bits=8, narrow_range=
 
     Example:
 
-    >>> fake_quant_reference([0.1, 7.0, -1.0], 0.0, 6.0).round(4).tolist()
+    >>> fake_quant_reference([0.1, 7.0, -1.0], 0.0, 6.0).astype(float).round(4).tolist()
     [0.0941, 6.0, 0.0]
     """
     values = np.asarray(values, dtype=np.float32)
@@ -133,7 +133,7 @@ def fake_quant_weights(kernel, channel_axis=None, num_bits=8):
     Example:
 
     >>> kernel = tf.constant([[0.5, -1.0], [0.25, 0.1]])
-    >>> fake_quant_weights(kernel, channel_axis=-1).numpy().round(4).tolist()
+    >>> fake_quant_weights(kernel, channel_axis=-1).numpy().astype(float).round(4).tolist()
     [[0.5, -1.0], [0.252, 0.1024]]
     """
     _check_num_bits(num_bits)
@@ -171,7 +171,7 @@ def fake_quant_activations(values, min_value, max_value, num_bits=8):
 
     Example:
 
-    >>> fake_quant_activations(tf.constant([0.1, 7.0]), 0.0, 6.0).numpy().round(4).tolist()
+    >>> fake_quant_activations(tf.constant([0.1, 7.0]), 0.0, 6.0).numpy().astype(float).round(4).tolist()
     [0.0941, 6.0]
     """
     _check_num_bits(num_bits)
