@@ -437,6 +437,15 @@ class Distiller(keras.Model):
         return tf.nest.map_structure(lambda t: tf.stop_gradient(tf.cast(t, tf.float32)), outputs)
 
     def _student_outputs(self, x, training):
+        if any(getattr(loss, "uses_input_gradients", False) for loss in self._distillation_losses or ()):
+            # Input-gradient losses differentiate the student's outputs w.r.t. x inside the training tape
+            # (double backprop), so this forward pass is recorded on a tape that watches x too.
+            self._input_gradient_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
+            with self._input_gradient_tape:
+                self._input_gradient_tape.watch(x)
+                if self._student_tap is not None:
+                    return dict(self._student_tap(x, training=training))
+                return {FINAL_OUTPUT: self.student(x, training=training)}
         if self._student_tap is not None:
             return dict(self._student_tap(x, training=training))
         return {FINAL_OUTPUT: self.student(x, training=training)}
@@ -542,8 +551,10 @@ class Distiller(keras.Model):
         for index, (loss, state) in enumerate(zip(self._distillation_losses, self._states)):
             t = teacher_outputs[loss.teacher_layer_name or FINAL_OUTPUT]
             s = student_outputs[loss.student_layer_name or FINAL_OUTPUT]
+            extra = ({"input_tape": getattr(self, "_input_gradient_tape", None), "teacher_model": self.teacher}
+                     if getattr(loss, "uses_input_gradients", False) else {})
             values = loss.compute(t, s, temperature=temperature if loss.uses_temperature else None,
-                                  labels=y, state=state, inputs=x)
+                                  labels=y, state=state, inputs=x, **extra)
             values = tf.cast(values, tf.float32)
             if len(values.shape) == 0:  # a loss that reduced itself (keras.distillation custom losses)
                 term = values / num_replicas

@@ -374,3 +374,140 @@ def test_crd_queue_is_written_after_the_loss():
 def test_losses_compute_in_float32_from_float16_inputs():
     values = kd_losses.reverse_kl_divergence(T3.astype("float16"), S3.astype("float16"), 2.0)
     assert values.dtype == tf.float32
+
+
+# ------------------------------------------------------------------ inside a Distiller
+
+import keras_kd  # noqa: E402
+from keras_kd.distiller import Distiller  # noqa: E402
+
+
+def _dense_model(inputs, outputs, hidden=None, name=None, seed=0):
+    layers = [keras.Input((inputs,))]
+    if hidden:
+        layers.append(keras.layers.Dense(hidden, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)))
+    layers.append(keras.layers.Dense(outputs, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)))
+    return keras.Sequential(layers, name=name)
+
+
+def test_token_distillation_in_distiller_averages_over_real_tokens_only():
+    rng = np.random.default_rng(1)
+    vocab, seq = 5, 4
+    inputs = keras.Input((seq, 3))
+    student = keras.Model(inputs, keras.layers.Dense(vocab)(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(vocab)(inputs))
+    distiller = Distiller(teacher, student, distillation_losses=kd_losses.TokenKLDivergence(2.0), alpha=0.5)
+    distiller.compile(optimizer="sgd")
+    x = rng.normal(size=(2, seq, 3)).astype("float32")
+    y = np.array([[1, 4, -100, -100], [0, 2, 3, -100]])
+    t = rng.normal(size=(2, seq, vocab)).astype("float32")
+    t_garbage = t.copy()
+    t_garbage[y == -100] = np.nan
+    s = student(x).numpy()
+    terms = distiller.compute_distillation_losses(tf.constant(x), tf.constant(y), {"final_output": tf.constant(s)},
+                                                  {"final_output": tf.constant(t_garbage)})
+    real = y != -100
+    np.testing.assert_allclose(terms["token_kl"], np_soft_kl(t[real], s[real], 2.0).mean(), rtol=1e-5)
+    ce = -_log_softmax(s[real])[np.arange(real.sum()), y[real]]
+    np.testing.assert_allclose(terms["student_loss"], ce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"], 0.5 * ce.mean() + 0.5 * np_soft_kl(t[real], s[real], 2.0).mean(),
+                               rtol=1e-5)
+    # An explicit (batch, seq) sample_weight mask excludes positions the same way.
+    y_full = np.where(real, y, 0)
+    masked = distiller.compute_distillation_losses(tf.constant(x), tf.constant(y_full),
+                                                   {"final_output": tf.constant(s)}, {"final_output": tf.constant(t)},
+                                                   sample_weight=tf.constant(real.astype("float32")))
+    np.testing.assert_allclose(masked["token_kl"], terms["token_kl"], rtol=1e-5)
+    # And a fit step with padded labels stays finite.
+    history = distiller.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_regression_distiller_with_mse_student_loss_trains_end_to_end():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5], [0.0]]) + 0.1).astype("float32")
+    teacher = _dense_model(4, 1, hidden=16, name="reg_teacher")
+    teacher.compile("adam", "mse")
+    teacher.fit(x, y, epochs=30, verbose=0)
+    student = _dense_model(4, 1, name="reg_student", seed=5)
+    distiller = Distiller(teacher, student, distillation_losses="regression_mse", alpha=0.5)
+    distiller.compile(optimizer=keras.optimizers.Adam(0.05), student_loss="mse")
+    before = float(np.mean((student.predict(x, verbose=0) - y) ** 2))
+    distiller.fit(x, y, epochs=20, batch_size=16, verbose=0)
+    after = float(np.mean((student.predict(x, verbose=0) - y) ** 2))
+    assert after < 0.5 * before
+    # The terms are the two MSEs weighted as documented: alpha * MSE(y_t, y_s) + (1 - alpha) * MSE(y, y_s).
+    s, t = student(x).numpy(), teacher(x).numpy()
+    terms = distiller.compute_distillation_losses(x, tf.constant(y), {"final_output": tf.constant(s)},
+                                                  {"final_output": tf.constant(t)})
+    np.testing.assert_allclose(terms["loss"], np.mean(kd_losses.regression_kd_objective(y, t, s, 0.5, 0.5)),
+                               rtol=1e-5)
+
+
+def test_multi_teacher_distiller_matches_numpy():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 4)).astype("float32")
+    teacher_a = _dense_model(4, 3, hidden=8, name="ta")
+    teacher_b = _dense_model(4, 3, name="tb", seed=9)  # a different architecture
+    ensemble = kd_losses.stack_teachers([teacher_a, teacher_b])
+    assert not ensemble.trainable and tuple(ensemble.output.shape) == (None, 2, 3)
+    student = _dense_model(4, 3, name="st", seed=3)
+    distiller = Distiller(ensemble, student, distillation_losses=kd_losses.MultiTeacherKLDivergence([3.0, 1.0]),
+                          temperature=2.5, alpha=1.0)
+    distiller.compile(optimizer="sgd")
+    t = ensemble(x).numpy()
+    np.testing.assert_allclose(t[:, 0], teacher_a(x).numpy(), rtol=1e-6)
+    s = student(x).numpy()
+    terms = distiller.compute_distillation_losses(tf.constant(x), None, {"final_output": tf.constant(s)},
+                                                  distiller._teacher_outputs(tf.constant(x)))
+    expected = np_multi_teacher(np.stack([teacher_a(x).numpy(), teacher_b(x).numpy()], 1), s, 2.5, [3, 1]).mean()
+    np.testing.assert_allclose(terms["multi_teacher_kl"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="one weight per teacher"):
+        Distiller(ensemble, _dense_model(4, 3), distillation_losses=kd_losses.MultiTeacherKLDivergence([1.0] * 3))
+
+
+def test_input_gradient_matching_value_and_double_backprop():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    teacher = _dense_model(4, 3, name="lin_t", seed=11)
+    student = _dense_model(4, 3, name="lin_s", seed=21)
+    distiller = Distiller(teacher, student, distillation_losses=kd_losses.InputGradientMatching(), alpha=1.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+
+    def np_grad(model):
+        w, b = [v.numpy() for v in model.weights]
+        z = x @ w + b
+        target = np.argmax(x @ teacher.weights[0].numpy() + teacher.weights[1].numpy(), axis=1)
+        return (_softmax(z) - np.eye(3)[target]) @ w.T  # d CE / dx for a linear model
+
+    expected = ((np_grad(teacher) - np_grad(student)) ** 2).sum(1).mean()
+    xt = tf.constant(x)
+    student_outputs = distiller._student_outputs(xt, training=False)
+    terms = distiller.compute_distillation_losses(xt, None, student_outputs, distiller._teacher_outputs(xt))
+    np.testing.assert_allclose(terms["input_gradient"], expected, rtol=1e-4)
+    history = distiller.fit(x, np.zeros(8, "int32"), epochs=3, batch_size=8, verbose=0)
+    losses = history.history["distillation_loss"]
+    assert losses[-1] < losses[0]  # the student's weights moved to match the input gradients
+    with pytest.raises(ValueError, match="inside a keras_kd.Distiller"):
+        kd_losses.InputGradientMatching().compute(x, x)
+
+
+def test_dkd_warmup_through_the_loss_weight_variable():
+    from keras_kd.callbacks import LossWeightScheduler
+    from keras_kd.schedules import Constant, Warmup
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(16, 4)).astype("float32"); y = rng.integers(0, 3, 16)
+    teacher = _dense_model(4, 3, hidden=8, name="dkd_t")
+    student = _dense_model(4, 3, name="dkd_s", seed=4)
+    distiller = Distiller(teacher, student, distillation_losses=kd_losses.DecoupledKD(), alpha=0.5)
+    distiller.compile(optimizer="sgd")
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: seen.append(distiller.distillation_loss_weights[0]))
+    history = distiller.fit(x, y, epochs=4, verbose=0, callbacks=[
+        LossWeightScheduler("dkd", Warmup(Constant(1.0), warmup_steps=2)), record])
+    assert seen == [0.0, 0.5, 1.0, 1.0]  # min(epoch / warmup, 1)
+    assert history.history["distillation_loss"][0] == 0.0 and history.history["distillation_loss"][-1] > 0
+    assert distiller.temperature.numpy() == 4.0  # DKD's own default temperature
