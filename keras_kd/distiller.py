@@ -4,7 +4,7 @@ import math
 import warnings
 
 from keras_kd import losses as kd_losses
-from keras_kd.backend import apply_gradients, keras, scale_loss, tf
+from keras_kd.backend import LEGACY_KERAS, apply_gradients, keras, scale_loss, tf
 
 __all__ = ["Distiller"]
 
@@ -182,6 +182,10 @@ class Distiller(keras.Model):
             self._set_distillation_losses(distillation_losses, distillation_loss_weights)
         elif distillation_loss_weights is not None:
             raise ValueError("distillation_loss_weights was given without distillation_losses.")
+        if student.built:
+            # Nothing is left to build: the Distiller's own state is created above. Marking it built lets
+            # BackupAndRestore and load_weights run before the first step.
+            self.built = True
         if _output_activation_is_softmax(student):
             warnings.warn(
                 f"The student {student.name!r} ends in a softmax, but distillation losses expect logits "
@@ -314,10 +318,13 @@ class Distiller(keras.Model):
                 config["dtype"] = dtype
                 return layer.__class__.from_config(config)
 
-            with keras.utils.custom_object_scope({}):
-                clone = keras.models.clone_model(source, clone_function=clone_layer)
-            clone.set_weights([w.astype(dtype) if hasattr(w, "astype") else w for w in source.get_weights()])
-            clone.trainable = False
+            # The first call usually happens while fit() traces train_step (or inside the cache's
+            # tf.function); cloning and get_weights() need eager mode, so lift them out of the graph.
+            with tf.init_scope():
+                with keras.utils.custom_object_scope({}):
+                    clone = keras.models.clone_model(source, clone_function=clone_layer)
+                clone.set_weights([w.astype(dtype) if hasattr(w, "astype") else w for w in source.get_weights()])
+                clone.trainable = False
             self._reduced_teacher = clone
         return self._reduced_teacher
 
@@ -605,6 +612,10 @@ class Distiller(keras.Model):
         logs["distillation_loss"] = self.distillation_loss_tracker.result()
         logs["temperature"] = tf.identity(self.temperature)
         logs["alpha"] = tf.identity(self.alpha)
+        if not LEGACY_KERAS and isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces fit's logs with strategy.reduce("MEAN", v, axis=0) under this strategy, which
+            # rejects scalars (keras-team/keras#20585); a length-1 vector reduces to the same scalar.
+            logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
         return logs
 
     def _assert_finite(self, total):
@@ -643,6 +654,21 @@ class Distiller(keras.Model):
         terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
         self._update_trackers(terms, num_replicas)
         return self._logs(x, y, student_outputs[FINAL_OUTPUT], sample_weight)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 builds by reducing a whole nested batch with strategy.reduce, which
+        # MultiWorkerMirroredStrategy rejects (keras-team/keras#20585), so Keras 3 `fit` fails under it.
+        # The shapes are all that matter for that build: take this worker's first local replica instead.
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, batches in iterator:
+                batch = next(batches)
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
