@@ -31,14 +31,15 @@ from keras_kd.distiller import Distiller  # noqa: E402
 
 
 def build_teacher(input_shape, num_classes):
-    """A 3-conv teacher: 32-32 (block 1, 14x14 after pooling) and 64 (block 2, 7x7)."""
+    """A 3-conv teacher: 32-32 (block 1, 14x14 after pooling) and 64 (block 2, 7x7), then Dense(128)."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(inputs)
     x = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D(name="teacher_block1")(x)
     x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D(name="teacher_block2")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
     return keras.Model(inputs, keras.layers.Dense(num_classes)(x), name="teacher")
 
 
