@@ -67,9 +67,9 @@ CALIBRATION_SAMPLES = 200
 def _parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 400 samples, 2/2/1 epochs, 3 rounds of 30 runs (figures not meaningful)")
-    parser.add_argument("--teacher-epochs", type=int, default=None, help="default 6 (quick: 2)")
-    parser.add_argument("--epochs", type=int, default=None, help="float distillation epochs, default 8 (quick: 2)")
+                        help="smoke run: 400 samples, 3/3/1 epochs, 3 rounds of 30 runs (figures not meaningful)")
+    parser.add_argument("--teacher-epochs", type=int, default=None, help="default 6 (quick: 3)")
+    parser.add_argument("--epochs", type=int, default=None, help="float distillation epochs, default 8 (quick: 3)")
     parser.add_argument("--qat-epochs", type=int, default=None, help="QAT distillation epochs, default 3 (quick: 1)")
     parser.add_argument("--limit", type=int, default=None, help="samples per split (default all; quick: 400)")
     parser.add_argument("--rounds", type=int, default=None, help="latency rounds, default 7 (quick: 3)")
@@ -80,8 +80,8 @@ def _parse_args(argv):
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
-        "teacher_epochs": 2 if quick else 6,
-        "epochs": 2 if quick else 8,
+        "teacher_epochs": 3 if quick else 6,
+        "epochs": 3 if quick else 8,
         "qat_epochs": 1 if quick else 3,
         "limit": 400 if quick else None,
         "rounds": 3 if quick else 7,
@@ -239,7 +239,8 @@ def _print(figures):
     print(f"time: float training {timings['train_float_s']:.0f} s, QAT {timings['train_qat_s']:.0f} s, "
           f"latency {timings['latency_s']:.0f} s, total {timings['total_s']:.0f} s")
     missed = [name for name, passed in checks.items() if not passed]
-    print(f"\n{len(checks) - len(missed)}/{len(checks)} targets met" + (f"; missed: {', '.join(missed)}" if missed else ""))
+    verdict = f"{len(checks) - len(missed)}/{len(checks)} targets met"
+    print(f"\n{verdict}; missed: {', '.join(missed)}" if missed else f"\n{verdict}")
 
 
 def main(argv=None):
