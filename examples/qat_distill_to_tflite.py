@@ -21,8 +21,8 @@ Run from the repository root:
     python examples/qat_distill_to_tflite.py                       # ~2-3 min on 2 cores
     python examples/qat_distill_to_tflite.py --limit 600 --epochs 2 --teacher-epochs 2 --qat-epochs 1
 
-`benchmarks/int8_export.py` imports the model builders and training steps from
-here (`build_teacher`, `build_student`, `train_teacher`, `distill`, `qat_distill`).
+`benchmarks/int8_export.py` imports the model builders and training steps through
+this script (they live in `keras_kd.quickstart`) (`build_teacher`, `build_student`, `train_teacher`, `distill`, `qat_distill`).
 """
 
 import argparse
@@ -35,13 +35,20 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # Run the checkout this script sits in, installed or not.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-
 import keras_kd  # noqa: E402
-from keras_kd import schedules  # noqa: E402
 from keras_kd.backend import keras  # noqa: E402
 from keras_kd.export import evaluate_tflite, to_tflite, validate  # noqa: E402
-from keras_kd.quantization import is_quantization_aware, quantize_model  # noqa: E402
+from keras_kd.quantization import quantize_model  # noqa: E402
+
+# The models and training steps are the quickstart's (`keras-kd quickstart` runs the same workflow).
+from keras_kd.quickstart import (  # noqa: E402
+    build_student,
+    build_teacher,
+    distill,
+    keras_accuracy,
+    qat_distill,
+)
+from keras_kd.quickstart import train_supervised as train_teacher  # noqa: E402
 
 __all__ = [
     "build_teacher",
@@ -52,114 +59,6 @@ __all__ = [
     "keras_accuracy",
     "main",
 ]
-
-NUM_CLASSES = 10
-BATCH_SIZE = 64
-
-
-def _conv_block(filters, name):
-    # No bias: BatchNormalization's beta plays that role, and quantize_model folds BN into the kernel.
-    return [
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv"),
-        keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn"),
-        keras.layers.ReLU(name=f"{name}_relu"),
-    ]
-
-
-def build_teacher(input_shape=(28, 28, 1), num_classes=NUM_CLASSES):
-    """The teacher: four conv blocks and a 256-unit head, 0.87M parameters, giving logits."""
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            *_conv_block(32, "t1"),
-            *_conv_block(32, "t2"),
-            keras.layers.MaxPooling2D(name="t_pool1"),
-            *_conv_block(64, "t3"),
-            *_conv_block(64, "t4"),
-            keras.layers.MaxPooling2D(name="t_pool2"),
-            keras.layers.Flatten(name="t_flatten"),
-            keras.layers.Dropout(0.3, name="t_dropout"),
-            keras.layers.Dense(256, activation="relu", name="t_fc"),
-            keras.layers.Dense(num_classes, name="t_logits"),
-        ],
-        name="teacher",
-    )
-
-
-def build_student(input_shape=(28, 28, 1), num_classes=NUM_CLASSES, width=32, hidden=64):
-    """The student: two conv blocks and a small head, giving logits.
-
-    With the defaults it has 0.22M parameters (the teacher 0.87M) and a fifth of
-    the teacher's multiply-adds (4M vs 19M). Its weights are mostly the head's
-    Dense kernel (7*7*2*width x hidden), so the INT8 file is about a quarter of
-    the float32 one; every layer is one that `quantize_model` quantizes
-    (Conv2D+BN+ReLU fused, MaxPooling, Flatten, Dense).
-    """
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            *_conv_block(width, "s1"),
-            keras.layers.MaxPooling2D(name="s_pool1"),
-            *_conv_block(2 * width, "s2"),
-            keras.layers.MaxPooling2D(name="s_pool2"),
-            keras.layers.Flatten(name="s_flatten"),
-            keras.layers.Dense(hidden, activation="relu", name="s_fc"),
-            keras.layers.Dense(num_classes, name="s_logits"),
-        ],
-        name="student",
-    )
-
-
-def train_teacher(teacher, x, y, epochs, learning_rate=1e-3, verbose=0):
-    """Trains the teacher on the labels (sparse cross-entropy from logits); returns the History."""
-    teacher.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return teacher.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose)
-
-
-def distill(teacher, student, x, y, epochs, learning_rate=1e-3, verbose=0):
-    """Distils `student` from `teacher` with a temperature/alpha curriculum; returns the History.
-
-    The temperature falls linearly from 6 to 2 over the run (soft targets first,
-    sharper later) and alpha (the distillation weight) from 0.9 to 0.5.
-    """
-    steps = max(1, epochs - 1)
-    distiller = keras_kd.Distiller(teacher=teacher, student=student).compile(
-        optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"], alpha=0.9, temperature=6.0
-    )
-    return distiller.fit(
-        x, y, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose,
-        callbacks=[
-            keras_kd.TemperatureScheduler(schedules.Linear(6.0, 2.0, steps=steps)),
-            keras_kd.AlphaScheduler(schedules.Linear(0.9, 0.5, steps=steps)),
-        ],
-    )
-
-
-def qat_distill(teacher, qat_student, x, y, epochs, learning_rate=1e-4, verbose=0):
-    """Fine-tunes a `quantize_model` copy from the float teacher (fixed T=2, alpha=0.5); returns the History.
-
-    A lower learning rate than float distillation: the weights only need to
-    adapt to the int8 grid, and the activation ranges (moving averages) settle.
-    """
-    if not is_quantization_aware(qat_student):
-        raise ValueError(
-            f"qat_student {qat_student.name!r} has no fake quantization; pass quantize_model(student), not the "
-            "float student."
-        )
-    distiller = keras_kd.Distiller(teacher=teacher, student=qat_student).compile(
-        optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"], alpha=0.5, temperature=2.0
-    )
-    return distiller.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose)
-
-
-def keras_accuracy(model, x, y, batch_size=256):
-    """Top-1 accuracy of a Keras model that outputs logits or probabilities."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == np.asarray(y)))
 
 
 def _parse_args(argv):
