@@ -25,8 +25,10 @@ _SUBMODULES = (
     "interpreter",
     "losses",
     "quantization",
+    "quickstart",
     "report",
     "schedules",
+    "schemes",
 )
 
 # public name -> module that defines it
