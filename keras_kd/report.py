@@ -325,13 +325,20 @@ def _plot_pareto(rows, front, path, title):
         ordered = sorted(on_front, key=lambda r: r.host_p50_ms)
         axis.step([r.host_p50_ms for r in ordered], [100 * r.accuracy for r in ordered],
                   where="post", color="tab:red", alpha=0.6, zorder=2)
-        for row in points:
-            axis.annotate(row.name, (row.host_p50_ms, 100 * row.accuracy), textcoords="offset points",
-                          xytext=(5, 5), fontsize=8)
+        # Rows that land on (nearly) the same spot get stacked labels instead of overprinted ones.
+        placed = []
+        for row in sorted(points, key=lambda r: (r.host_p50_ms, -r.accuracy)):
+            x, y = row.host_p50_ms, 100 * row.accuracy
+            stacked = sum(1 for px, py in placed if abs(px - x) <= 0.05 * max(px, x) and abs(py - y) < 0.05)
+            placed.append((x, y))
+            right_edge = row.host_p50_ms == max(r.host_p50_ms for r in points) and len(points) > 1
+            axis.annotate(row.name, (x, y), textcoords="offset points", xytext=(-5 if right_edge else 5,
+                          5 - 11 * stacked), ha="right" if right_edge else "left", fontsize=8)
         latencies = [r.host_p50_ms for r in points]
         if max(latencies) / min(latencies) > 20:
             axis.set_xscale("log")
-        axis.legend(loc="lower right", fontsize=8)
+        axis.margins(x=0.15, y=0.12)
+        axis.legend(loc="best", fontsize=8)
     else:
         axis.text(0.5, 0.5, "no row has both an accuracy and a host latency", ha="center", va="center",
                   transform=axis.transAxes)
