@@ -1,0 +1,62 @@
+"""Smoke tests of the scripts in benchmarks/ (they must run; their timings are not checked here)."""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DISTILL_THROUGHPUT = os.path.join(ROOT, "benchmarks", "distill_throughput.py")
+RATIO_LABELS = (
+    "keras_kd/keras.distillation",
+    "keras_kd-bf16/keras.distillation",
+    "cached/student-only",
+    "uncached/student-only",
+)
+VARIANTS = ("student-only", "keras_kd", "keras_kd-cached", "keras_kd-bf16", "keras.distillation")
+
+
+def _load_script(path):
+    spec = importlib.util.spec_from_file_location("distill_throughput_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distill_throughput_arguments():
+    script = _load_script(DISTILL_THROUGHPUT)
+    quick = script.parse_args(["--quick"])
+    assert (quick.rounds, quick.batch_size, quick.steps) == (1, 32, 6)
+    full = script.parse_args(["--rounds", "2", "--batch-size", "64"])
+    assert (full.rounds, full.batch_size, full.steps, full.warmup) == (2, 64, 60, 3)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--batch-size", "0"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--warmup", "0"])
+
+
+@pytest.mark.slow
+def test_distill_throughput_quick_prints_ratios(tmp_path):
+    out = tmp_path / "figures.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, DISTILL_THROUGHPUT, "--quick", "--json", str(out)],
+                            capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for label in RATIO_LABELS:
+        assert re.search(rf"^ratio {re.escape(label)}\s+\d+\.\d+x", result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"top-1 agreement on \d+ test samples: \d+\.\d+%", result.stdout), result.stdout
+    assert "one-off teacher caching" in result.stdout
+
+    figures = json.loads(out.read_text())
+    assert set(figures["samples_per_s"]) == set(VARIANTS)
+    assert all(value > 0 for value in figures["samples_per_s"].values())
+    assert set(figures["ratios"]) == set(RATIO_LABELS)
+    assert 0.0 <= figures["bf16_vs_float_top1_agreement"] <= 1.0
+    assert figures["caching_s"] > 0
+    # The teacher is about 8x the student, as the README says.
+    assert 6 <= figures["config"]["teacher_params"] / figures["config"]["student_params"] <= 10
