@@ -110,7 +110,7 @@ class DistillationLoss(keras.losses.Loss):
         teacher_layer_name: name of the teacher layer whose output this loss
             reads; None means the teacher's final output (logits).
         student_layer_name: likewise for the student.
-        name: the loss name, used in logs.
+        name: the loss name, used in logs (default: its registered name).
         reduction: Keras reduction for standalone use.
     """
 
@@ -121,7 +121,7 @@ class DistillationLoss(keras.losses.Loss):
     registered_name = None
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, name=None, reduction="sum_over_batch_size"):
-        super().__init__(name=name or self.__class__.__name__, reduction=reduction)
+        super().__init__(name=name or self.registered_name or self.__class__.__name__, reduction=reduction)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
 

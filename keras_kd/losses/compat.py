@@ -100,6 +100,20 @@ class _CustomKerasDistillationLoss(DistillationLoss):
         return {"wrapped": keras.saving.serialize_keras_object(self.wrapped), **super().get_config()}
 
 
+def _single_loss(loss):
+    """The one non-None loss of a keras.distillation loss (keras_kd distils one tensor per loss)."""
+    inner = loss.loss
+    if not isinstance(inner, (list, tuple, dict)):
+        return inner
+    flat = [l for l in keras.tree.flatten(inner) if l is not None]
+    if len(flat) != 1:
+        raise ValueError(
+            f"keras_kd distils one tensor per loss; this {type(loss).__name__} has losses for several outputs "
+            f"({inner!r}). Give one loss object per output, with teacher/student layer names."
+        )
+    return flat[0]
+
+
 def from_keras_distillation_loss(loss):
     """Converts a `keras.distillation` loss object to its keras_kd equivalent, or returns None.
 
@@ -114,27 +128,12 @@ def from_keras_distillation_loss(loss):
     if distillation is None or not isinstance(loss, distillation.DistillationLoss):
         return None
     if isinstance(loss, distillation.LogitsDistillation):
-        inner = loss.loss
-        if isinstance(inner, (list, tuple, dict)):
-            flat = [l for l in keras.tree.flatten(inner) if l is not None]
-            if len(flat) != 1:
-                raise ValueError(
-                    "keras_kd distils one output tensor per loss; this LogitsDistillation has losses for "
-                    f"several outputs ({inner!r}). Use one loss per output with teacher/student layer names."
-                )
-            inner = flat[0]
+        inner = _single_loss(loss)
         if _is_kl(inner):
             return SoftTargetKLDivergence(temperature=loss.temperature)
         return KerasDistillationLoss(inner, kind="logits", temperature=loss.temperature)
     if isinstance(loss, distillation.FeatureDistillation):
-        inner = loss.loss
-        if isinstance(inner, (list, tuple, dict)):
-            flat = [l for l in keras.tree.flatten(inner) if l is not None]
-            if len(flat) != 1:
-                raise ValueError(
-                    "keras_kd distils one feature tensor per loss; give one FeatureDistillation per layer pair."
-                )
-            inner = flat[0]
+        inner = _single_loss(loss)
         return KerasDistillationLoss(inner, kind="features", teacher_layer_name=loss.teacher_layer_name,
                                      student_layer_name=loss.student_layer_name)
     return _CustomKerasDistillationLoss(loss)

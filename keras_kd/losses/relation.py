@@ -242,10 +242,6 @@ class RKDDistance(_RelationLoss):
 
     function = staticmethod(rkd_distance)
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None, name="rkd_distance",
-                 reduction="sum_over_batch_size"):
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
 
 
 @register_loss("rkd_angle")
@@ -268,10 +264,6 @@ class RKDAngle(_RelationLoss):
 
     function = staticmethod(rkd_angle)
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None, name="rkd_angle",
-                 reduction="sum_over_batch_size"):
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
 
 
 @register_loss("pkt")
@@ -294,10 +286,6 @@ class PKT(_RelationLoss):
 
     function = staticmethod(pkt)
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None, name="pkt",
-                 reduction="sum_over_batch_size"):
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
 
 
 @register_loss("similarity_preserving")
@@ -320,7 +308,3 @@ class SimilarityPreserving(_RelationLoss):
 
     function = staticmethod(similarity_preserving)
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None, name="similarity_preserving",
-                 reduction="sum_over_batch_size"):
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)

@@ -58,8 +58,33 @@ def soft_target_kl_divergence(teacher, student, temperature=1.0, from_probabilit
     return kl * tf.square(temperature)
 
 
+class _SoftenedDistributionLoss(DistillationLoss):
+    """A loss between temperature-softened distributions: `function(teacher, student, T, from_probabilities)`."""
+
+    uses_temperature = True
+    function = None
+
+    def __init__(self, temperature, from_probabilities=False, teacher_layer_name=None, student_layer_name=None,
+                 name=None, reduction="sum_over_batch_size"):
+        _validate_temperature(temperature)
+        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
+                         reduction=reduction)
+        self.temperature = float(temperature)
+        self.from_probabilities = bool(from_probabilities)
+
+    def compute(self, teacher, student, temperature=None, **context):
+        return type(self).function(
+            teacher, student, self.temperature if temperature is None else temperature, self.from_probabilities
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(temperature=self.temperature, from_probabilities=self.from_probabilities)
+        return config
+
+
 @register_loss("soft_target_kl")
-class SoftTargetKLDivergence(DistillationLoss):
+class SoftTargetKLDivergence(_SoftenedDistributionLoss):
     """Soft-target KL divergence with the `T**2` factor (Hinton et al., 2015).
 
     `L = T**2 * KL(softmax(z_t / T) || softmax(z_s / T))`, per example, in
@@ -86,25 +111,10 @@ class SoftTargetKLDivergence(DistillationLoss):
     ```
     """
 
-    uses_temperature = True
+    function = staticmethod(soft_target_kl_divergence)
 
-    def __init__(self, temperature=3.0, from_probabilities=False, teacher_layer_name=None, student_layer_name=None,
-                 name="soft_target_kl", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
-        self.temperature = float(temperature)
-        self.from_probabilities = bool(from_probabilities)
-
-    def compute(self, teacher, student, temperature=None, **context):
-        return soft_target_kl_divergence(
-            teacher, student, self.temperature if temperature is None else temperature, self.from_probabilities
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(temperature=self.temperature, from_probabilities=self.from_probabilities)
-        return config
+    def __init__(self, temperature=3.0, **kwargs):
+        super().__init__(temperature, **kwargs)
 
 
 def _log_probs(values, temperature, from_probabilities):
@@ -153,7 +163,7 @@ def reverse_kl_divergence(teacher, student, temperature=1.0, from_probabilities=
 
 
 @register_loss("reverse_kl")
-class ReverseKLDivergence(DistillationLoss):
+class ReverseKLDivergence(_SoftenedDistributionLoss):
     """Reverse KL divergence `T**2 * KL(p_s || p_t)` (MiniLLM, Gu et al., 2023).
 
     See `reverse_kl_divergence` for the formula. Expects teacher logits, or
@@ -174,25 +184,10 @@ class ReverseKLDivergence(DistillationLoss):
     ```
     """
 
-    uses_temperature = True
+    function = staticmethod(reverse_kl_divergence)
 
-    def __init__(self, temperature=1.0, from_probabilities=False, teacher_layer_name=None, student_layer_name=None,
-                 name="reverse_kl", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
-        self.temperature = float(temperature)
-        self.from_probabilities = bool(from_probabilities)
-
-    def compute(self, teacher, student, temperature=None, **context):
-        return reverse_kl_divergence(
-            teacher, student, self.temperature if temperature is None else temperature, self.from_probabilities
-        )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(temperature=self.temperature, from_probabilities=self.from_probabilities)
-        return config
+    def __init__(self, temperature=1.0, **kwargs):
+        super().__init__(temperature, **kwargs)
 
 
 def logit_mse(teacher, student):
