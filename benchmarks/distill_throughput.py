@@ -34,7 +34,9 @@ taken, which is immune to the ~1 s stalls that shared machines show; each
 figure is the median of the per-round medians. The process CPU time per step
 (`time.process_time()`, all threads) is reported beside it: it moves much less
 than wall time when other processes share the cores, so its ratios are a
-cross-check of the wall-clock ones.
+cross-check of the wall-clock ones. So is the "paired" ratio: the median over
+rounds of the ratio of the two variants' medians within the same round, which
+cancels load that changes from one round to the next.
 
 Run from the repository root:
 
@@ -317,6 +319,8 @@ def run(args):
         value = float(samples_per_s[numerator] / samples_per_s[denominator])
         ratios[label] = {"value": value, "target": target, "expected": expected,
                          "met": None if target is None else bool(value >= target),
+                         "paired_value": statistics.median(
+                             d / n for n, d in zip(per_round[numerator], per_round[denominator])),
                          "cpu_time_value": float(cpu_step_s[denominator] / cpu_step_s[numerator])}
 
     return {
@@ -365,7 +369,8 @@ def report(results):
             verdict = f"expected about {ratio['expected']:.2f}x"
         else:
             verdict = "for information"
-        print(f"ratio {label:<34}{ratio['value']:>6.2f}x   ({verdict}; CPU-time ratio {ratio['cpu_time_value']:.2f}x)")
+        print(f"ratio {label:<34}{ratio['value']:>6.2f}x   ({verdict}; paired per-round "
+              f"{ratio['paired_value']:.2f}x, CPU time {ratio['cpu_time_value']:.2f}x)")
     print(f"bf16-teacher vs float-teacher top-1 agreement on {config['test_samples']} test samples: "
           f"{100 * results['bf16_vs_float_top1_agreement']:.2f}% "
           f"(test acc float {results['teacher_test_accuracy']:.3f}, bf16 {results['teacher_bf16_test_accuracy']:.3f})")
