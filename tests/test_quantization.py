@@ -383,7 +383,9 @@ def test_mirrored_strategy_training_step_updates_ranges(rng):
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs the two logical CPU devices conftest configures")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    # ReductionToOneDevice: collective all-reduce keys clash between strategies built in one test process.
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]],
+                                      cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         qat = quantize_model(_small_cnn(softmax=False))
         optimizer = keras.optimizers.SGD(0.01)
