@@ -503,14 +503,19 @@ class Distiller(keras.Model):
         mask = self._label_mask(labels, len(logits.shape))
         safe_labels = labels if mask is None else tf.where(mask > 0, labels, tf.zeros_like(labels))
         if classes is not None:
-            tf.debugging.assert_non_negative(
-                safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
-                f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
-                "number of outputs.")
-            tf.debugging.assert_less(
-                safe_labels, tf.constant(classes, tf.int32),
-                message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
-                "The student has too few outputs for these labels, or the labels are not 0-based.")
+            checks = [
+                tf.debugging.assert_non_negative(
+                    safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
+                    f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
+                    "number of outputs."),
+                tf.debugging.assert_less(
+                    safe_labels, tf.constant(classes, tf.int32),
+                    message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
+                    "The student has too few outputs for these labels, or the labels are not 0-based."),
+            ]
+            # The cross-entropy kernel rejects bad labels with its own message; make it wait for ours.
+            with tf.control_dependencies(checks):
+                safe_labels = tf.identity(safe_labels)
         values = tf.nn.sparse_softmax_cross_entropy_with_logits(safe_labels, logits32)
         return values, mask
 
