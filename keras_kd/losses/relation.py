@@ -243,7 +243,6 @@ class RKDDistance(_RelationLoss):
     function = staticmethod(rkd_distance)
 
 
-
 @register_loss("rkd_angle")
 class RKDAngle(_RelationLoss):
     """Relational KD, angle-wise (Park et al., CVPR 2019); see `rkd_angle`.
@@ -265,7 +264,6 @@ class RKDAngle(_RelationLoss):
     function = staticmethod(rkd_angle)
 
 
-
 @register_loss("pkt")
 class PKT(_RelationLoss):
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018); see `pkt`.
@@ -285,7 +283,6 @@ class PKT(_RelationLoss):
     """
 
     function = staticmethod(pkt)
-
 
 
 @register_loss("similarity_preserving")

@@ -47,12 +47,8 @@ def soft_target_kl_divergence(teacher, student, temperature=1.0, from_probabilit
     """
     _validate_temperature(temperature)
     temperature = as_float32(temperature)
-    student_log_probs = tf.nn.log_softmax(as_float32(student) / temperature, axis=-1)
-    teacher = as_float32(teacher)
-    if from_probabilities:
-        teacher_log_probs = tf.nn.log_softmax(tf.math.log(tf.maximum(teacher, 1e-30)) / temperature, axis=-1)
-    else:
-        teacher_log_probs = tf.nn.log_softmax(teacher / temperature, axis=-1)
+    student_log_probs = _log_probs(student, temperature, from_probabilities=False)
+    teacher_log_probs = _log_probs(teacher, temperature, from_probabilities)
     teacher_probs = tf.exp(teacher_log_probs)
     kl = tf.reduce_sum(teacher_probs * (teacher_log_probs - student_log_probs), axis=-1)
     return kl * tf.square(temperature)
