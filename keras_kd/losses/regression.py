@@ -97,10 +97,5 @@ class RegressionDistillation(DistillationLoss):
     ```
     """
 
-    def __init__(self, teacher_layer_name=None, student_layer_name=None, name="regression_mse",
-                 reduction="sum_over_batch_size"):
-        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
-                         reduction=reduction)
-
     def compute(self, teacher, student, **context):
         return regression_distillation(teacher, student)
