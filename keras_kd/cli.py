@@ -143,12 +143,18 @@ def cmd_distill(args):
                             batch_size=int(config.get("batch_size", 64)),
                             validation_data=(data.x_test, data.y_test),
                             verbose=0 if args.json else 2, callbacks=callbacks)
+    from keras_kd.files import atomic_write
+
     student_path = os.path.join(output, "student.keras")
-    distiller.student.save(student_path)
+    atomic_write(student_path, distiller.student.save)
     summary = {"student": student_path, "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
                "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync}
-    with open(os.path.join(output, "history.json"), "w") as handle:
-        json.dump(summary["history"], handle)
+
+    def write_history(temporary):
+        with open(temporary, "w") as handle:
+            json.dump(summary["history"], handle)
+
+    atomic_write(os.path.join(output, "history.json"), write_history)
     if args.json:
         _print_json(summary)
     else:

@@ -20,8 +20,9 @@ import datetime
 import json
 import math
 import os
-import tempfile
 from typing import Optional
+
+from keras_kd.files import atomic_write
 
 __all__ = ["ReportRow", "build_report", "load_report", "render_markdown", "pareto_front"]
 
@@ -272,26 +273,12 @@ def _curriculum_series(curriculum):
 # ---------------------------------------------------------------------------
 
 
-def _atomic_write(path, write):
-    """Calls write(temporary_path), then renames it to `path`: no half-written file under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def _write_text(path, text):
     def write(temporary):
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _new_figure(**kwargs):
@@ -307,7 +294,7 @@ def _new_figure(**kwargs):
 
 
 def _save_figure(figure, path):
-    _atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight"))
 
 
 def _plot_pareto(rows, front, path, title):
