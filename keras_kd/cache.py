@@ -30,9 +30,16 @@ def _teacher_function(teacher):
     """A callable `x -> dict of float32 outputs`, using a Distiller's taps and teacher dtype if given."""
     if hasattr(teacher, "_teacher_outputs") and hasattr(teacher, "student"):
         teacher._ensure_losses()
+        teacher._check_teacher_built()
         return teacher._teacher_outputs, teacher.teacher.name
     if not isinstance(teacher, keras.Model):
         raise TypeError(f"teacher must be a keras.Model or a keras_kd.Distiller, got {type(teacher).__name__}.")
+    if not (teacher.built and teacher.weights):
+        raise ValueError(
+            f"The teacher {teacher.name!r} is not built (it has no weights yet), so its outputs would come from "
+            "random weights. Train or load the teacher first, or call teacher.build(input_shape) and load its "
+            "weights."
+        )
 
     def run(x):
         return {"final_output": tf.cast(teacher(x, training=False), tf.float32)}

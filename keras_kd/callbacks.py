@@ -186,7 +186,7 @@ class LossWeightScheduler(VariableScheduler):
                          validate=_weight_problem)
 
     def _index(self, model):
-        names = [l.name for l in model.distillation_losses]
+        names = model.distillation_loss_names
         if isinstance(self.loss, int) and not isinstance(self.loss, bool):
             if not 0 <= self.loss < len(names):
                 raise ValueError(f"LossWeightScheduler: loss index {self.loss} is out of range; the "
@@ -199,7 +199,7 @@ class LossWeightScheduler(VariableScheduler):
 
     def _weight_variable(self, model):
         index = self._index(model)
-        self.log_name = f"{model.distillation_losses[index].name}_weight"
+        self.log_name = f"{model.distillation_loss_names[index]}_weight"
         return model.distillation_loss_weight_variables[index]
 
 

@@ -32,6 +32,14 @@ def _validate_temperature(temperature):
     return float(temperature)
 
 
+class _NotAModelError(TypeError, ValueError):
+    """A teacher or student that is not a keras.Model.
+
+    Both a TypeError (what it is) and a ValueError (what `keras.distillation`
+    raises), so code written for either catches it.
+    """
+
+
 def _is_built(model):
     return bool(model.built) and len(model.weights) > 0
 
@@ -53,6 +61,11 @@ def _output_activation_is_softmax(model):
         return False
     activation = getattr(layers[-1], "activation", None)
     return getattr(activation, "__name__", "") == "softmax" or type(layers[-1]).__name__ == "Softmax"
+
+
+def _adapt_keras_distillation_loss_module(loss):
+    """True for an object from keras' own modules (a `keras.distillation` loss), as opposed to keras_kd's."""
+    return not isinstance(loss, (str, dict, kd_losses.DistillationLoss)) and type(loss).__module__.startswith("keras")
 
 
 def _adapt_keras_distillation_loss(loss):
@@ -96,12 +109,21 @@ class Distiller(keras.Model):
     FitNets adapter) is owned by the Distiller, trained with the student and
     left out of `distiller.student`.
 
-    Differences from `keras.distillation.Distiller` (deliberate fixes):
-    `LogitsDistillation()` with its default `"kl_divergence"` is computed as
-    the soft-target KL above (softmax and `T**2`), not Keras' KL on raw
-    logits; `distillation_losses` defaults to that loss; the temperature and
-    weights are Variables; the student runs forward once per step; the logs
-    say `loss` (not `total_loss`) plus `temperature` and `alpha`.
+    Code written for `keras.distillation.Distiller` runs unchanged (Keras' own
+    distiller tests pass against this class), apart from these deliberate
+    fixes: `LogitsDistillation()` with its default `"kl_divergence"` is
+    computed as the soft-target KL above (softmax and `T**2`), not Keras' KL on
+    raw logits; `distillation_losses` defaults to that loss; the temperature
+    and weights are Variables; the student runs forward once per step; the
+    logs add `temperature` and `alpha` to `loss` / `total_loss`; training with
+    an unbuilt teacher is an error (its first call would create random
+    weights); a saved Distiller loads compiled.
+
+    Losses configured at different temperatures (as `keras.distillation`
+    allows) each keep their own: `distiller.temperature` is the first one's and
+    the others keep their ratio to it, so a `TemperatureScheduler` scales them
+    all. A `temperature=` given to the constructor or `compile()` applies to
+    every loss.
 
     Args:
         teacher: a built `keras.Model` giving logits (frozen by the Distiller).
@@ -137,7 +159,8 @@ class Distiller(keras.Model):
     distiller = keras_kd.Distiller(teacher=teacher, student=student).compile(
         optimizer="adam", metrics=["accuracy"], alpha=0.7, temperature=4.0)
     history = distiller.fit(x, y, epochs=2, verbose=0)
-    sorted(history.history)  # ['accuracy', 'alpha', 'distillation_loss', 'loss', 'student_loss', 'temperature']
+    sorted(history.history)
+    # ['accuracy', 'alpha', 'distillation_loss', 'loss', 'student_loss', 'temperature', 'total_loss']
     ```
     """
 
@@ -154,6 +177,10 @@ class Distiller(keras.Model):
         if student_loss_weight is not None:
             alpha = 1.0 - _validate_alpha(student_loss_weight, "student_loss_weight")
         self._alpha_from_student_loss_weight = student_loss_weight is not None
+        # Python values as given, returned by the properties while the Variables still hold them (the
+        # Variables are float32: 1 - float32(0.3) is not 0.7, and keras.distillation code compares them).
+        self._given_values = {}
+        self._given_student_loss_weight = None if student_loss_weight is None else float(student_loss_weight)
         if teacher_dtype is not None and teacher_dtype not in _REDUCED_DTYPES:
             raise ValueError(f"teacher_dtype must be None, 'bfloat16' or 'float16', got {teacher_dtype!r}.")
         self.teacher = teacher
@@ -171,6 +198,7 @@ class Distiller(keras.Model):
             name="temperature", shape=(), dtype="float32", trainable=False,
             initializer=keras.initializers.Constant(_validate_temperature(3.0 if temperature is None else temperature)),
         )
+        self._remember(self.alpha, _validate_alpha(0.5 if alpha is None else alpha))
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -178,6 +206,8 @@ class Distiller(keras.Model):
         self._student_loss_config = "auto"
         self._student_loss_fn = None
         self._distillation_losses = None
+        self._given_losses = None
+        self._temperature_ratios = None
         if distillation_losses is not None:
             self._set_distillation_losses(distillation_losses, distillation_loss_weights)
         elif distillation_loss_weights is not None:
@@ -197,17 +227,22 @@ class Distiller(keras.Model):
     def _validate_models(self, teacher, student):
         for role, model in (("teacher", teacher), ("student", student)):
             if not isinstance(model, keras.Model):
-                raise TypeError(f"The {role} must be a keras.Model, got {type(model).__name__}.")
+                raise _NotAModelError(f"The {role} must be a keras.Model, got {type(model).__name__}.")
         if teacher is student:
             raise ValueError(
                 "The teacher and the student are the same model object. Distillation needs a separate "
                 "student: build a new (usually smaller) model, or clone the teacher with "
                 "keras.models.clone_model(teacher) for self-distillation."
             )
-        if not _is_built(teacher):
+
+    def _check_teacher_built(self):
+        # Checked when the teacher is about to teach, not in the constructor: keras.distillation accepts an
+        # unbuilt teacher there (and from_config rebuilds one before load_model restores its weights).
+        if not _is_built(self.teacher):
             raise ValueError(
-                f"The teacher {teacher.name!r} is not built (it has no weights yet), so it has nothing to "
-                "teach. Train or load the teacher first, or call teacher.build(input_shape) and load weights."
+                f"The teacher {self.teacher.name!r} is not built (it has no weights yet), so it has nothing to "
+                "teach: its first call would create random weights. Train or load the teacher first, or call "
+                "teacher.build(input_shape) and load its weights."
             )
 
     def _ensure_losses(self):
@@ -240,22 +275,39 @@ class Distiller(keras.Model):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {list(weights)!r}.")
         self._distillation_losses = resolved
+        # keras.distillation objects stay as the user gave them (code written for Keras inspects them);
+        # names and configs are shown resolved.
+        self._given_losses = [given if _adapt_keras_distillation_loss_module(given) else loss
+                              for given, loss in zip(distillation_losses, resolved)]
         self._initial_loss_weights = [float(w) for w in weights]
         self._loss_weight_variables = [
             self.add_weight(name=f"distillation_loss_weight_{i}", shape=(), dtype="float32", trainable=False,
                             initializer=keras.initializers.Constant(w))
             for i, w in enumerate(self._initial_loss_weights)
         ]
-        if not self._explicit_temperature:
-            temperatures = sorted({l.temperature for l in resolved if l.uses_temperature and hasattr(l, "temperature")})
-            if len(temperatures) > 1:
-                raise ValueError(
-                    f"The distillation losses are configured with different temperatures {temperatures}, but the "
-                    "Distiller schedules one temperature. Pass temperature=... to the Distiller or to compile()."
-                )
-            if temperatures:
-                self.temperature.assign(temperatures[0])
+        for variable, weight in zip(self._loss_weight_variables, self._initial_loss_weights):
+            self._remember(variable, weight)
+        configured = [l.temperature for l in resolved if l.uses_temperature and hasattr(l, "temperature")]
+        if configured and not self._explicit_temperature:
+            self.temperature.assign(configured[0])
+        self._update_temperature_ratios()
         self._build_taps()
+
+    def _update_temperature_ratios(self):
+        """Each temperature-using loss's temperature as a multiple of `self.temperature`.
+
+        All 1.0 when the losses agree or a temperature was given explicitly. When
+        they were configured at different temperatures (as `keras.distillation`
+        allows), each keeps its own: the Distiller's temperature is the first
+        one's and the others keep their ratio to it, so a schedule scales them all.
+        """
+        configured = [float(l.temperature) if l.uses_temperature and hasattr(l, "temperature") else None
+                      for l in self._distillation_losses]
+        known = [t for t in configured if t is not None]
+        if self._explicit_temperature or len(set(known)) <= 1:
+            self._temperature_ratios = [1.0] * len(configured)
+        else:
+            self._temperature_ratios = [1.0 if t is None else t / known[0] for t in configured]
 
     def _build_taps(self):
         """Builds one multi-output view of each model so every layer a loss reads comes from one pass."""
@@ -265,8 +317,8 @@ class Distiller(keras.Model):
                 teacher_names.append(loss.teacher_layer_name)
             if loss.student_layer_name and loss.student_layer_name not in student_names:
                 student_names.append(loss.student_layer_name)
-        self._teacher_tap, teacher_shapes = self._make_tap(self.teacher, teacher_names, "teacher")
-        self._student_tap, student_shapes = self._make_tap(self.student, student_names, "student")
+        self._teacher_feature_extractor, teacher_shapes = self._make_tap(self.teacher, teacher_names, "teacher")
+        self._student_feature_extractor, student_shapes = self._make_tap(self.student, student_names, "student")
         states = []
         for loss in self._distillation_losses:
             t_shape = teacher_shapes.get(loss.teacher_layer_name or FINAL_OUTPUT)
@@ -304,7 +356,7 @@ class Distiller(keras.Model):
     def _reduced_precision_teacher(self):
         """A copy of the teacher whose layers compute (and keep weights) in `teacher_dtype`."""
         if self._reduced_teacher is None:
-            source = self._teacher_tap or self.teacher
+            source = self._teacher_feature_extractor or self.teacher
             if not getattr(source, "inputs", None):
                 raise ValueError(
                     f"teacher_dtype={self.teacher_dtype!r} needs a Functional or Sequential teacher to clone "
@@ -363,7 +415,7 @@ class Distiller(keras.Model):
                     "This Distiller was built with student_loss_weight (= 1 - alpha); pass alpha to compile() "
                     "only when the constructor did not get student_loss_weight."
                 )
-            self.alpha.assign(_validate_alpha(alpha))
+            self._remember(self.alpha, _validate_alpha(alpha))
         if distillation_loss is not None:
             self._set_distillation_losses(distillation_loss, distillation_loss_weights)
         else:
@@ -375,10 +427,11 @@ class Distiller(keras.Model):
                         f"{len(self._loss_weight_variables)} distillation losses; give one weight per loss."
                     )
                 for variable, weight in zip(self._loss_weight_variables, distillation_loss_weights):
-                    variable.assign(float(weight))
+                    self._remember(variable, float(weight))
         if temperature is not None:
             self._explicit_temperature = True
             self.temperature.assign(_validate_temperature(temperature))
+            self._update_temperature_ratios()
         self._student_loss_config = student_loss if student_loss is not None else (loss if loss is not None else "auto")
         self._student_loss_fn = self._resolve_student_loss(self._student_loss_config)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
@@ -394,17 +447,34 @@ class Distiller(keras.Model):
         return loss
 
     # ------------------------------------------------------------ properties
+    def _remember(self, variable, value):
+        """Assigns `value` to `variable` and remembers the Python value for the properties."""
+        variable.assign(value)
+        self._given_values[id(variable)] = (value, variable.numpy().item())
+
+    def _python_value(self, variable):
+        """The variable's value: the Python number last given while it still holds it, else its float."""
+        current = variable.numpy().item()
+        given = self._given_values.get(id(variable))
+        return given[0] if given is not None and given[1] == current else current
+
     @property
     def distillation_losses(self):
-        """The distillation losses, as `keras_kd.losses.DistillationLoss` objects."""
+        """The distillation losses as given: keras_kd losses, or `keras.distillation` objects kept as they were."""
         self._ensure_losses()
-        return list(self._distillation_losses)
+        return list(self._given_losses)
+
+    @property
+    def distillation_loss_names(self):
+        """The name each distillation loss logs under (and that `LossWeightScheduler` accepts)."""
+        self._ensure_losses()
+        return [loss.name for loss in self._distillation_losses]
 
     @property
     def distillation_loss_weights(self):
         """The current weight of each distillation loss, as Python floats."""
         self._ensure_losses()
-        return [float(v.numpy()) for v in self._loss_weight_variables]
+        return [self._python_value(v) for v in self._loss_weight_variables]
 
     @property
     def distillation_loss_weight_variables(self):
@@ -415,7 +485,10 @@ class Distiller(keras.Model):
     @property
     def student_loss_weight(self):
         """`1 - alpha`, the `keras.distillation` view of the weights."""
-        return 1.0 - float(self.alpha.numpy())
+        alpha = self._python_value(self.alpha)
+        if self._given_student_loss_weight is not None and alpha == self._given_values[id(self.alpha)][0]:
+            return self._given_student_loss_weight
+        return 1.0 - alpha
 
     @property
     def metrics(self):
@@ -431,12 +504,13 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _teacher_outputs(self, x):
+        self._check_teacher_built()
         if self.teacher_dtype is not None:
             model = self._reduced_precision_teacher()
             outputs = model(tf.nest.map_structure(lambda t: tf.cast(t, self.teacher_dtype)
                                                   if t.dtype.is_floating else t, x), training=False)
-        elif self._teacher_tap is not None:
-            outputs = self._teacher_tap(x, training=False)
+        elif self._teacher_feature_extractor is not None:
+            outputs = self._teacher_feature_extractor(x, training=False)
         else:
             outputs = self.teacher(x, training=False)
         if not isinstance(outputs, dict):
@@ -450,11 +524,11 @@ class Distiller(keras.Model):
             self._input_gradient_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
             with self._input_gradient_tape:
                 self._input_gradient_tape.watch(x)
-                if self._student_tap is not None:
-                    return dict(self._student_tap(x, training=training))
+                if self._student_feature_extractor is not None:
+                    return dict(self._student_feature_extractor(x, training=training))
                 return {FINAL_OUTPUT: self.student(x, training=training)}
-        if self._student_tap is not None:
-            return dict(self._student_tap(x, training=training))
+        if self._student_feature_extractor is not None:
+            return dict(self._student_feature_extractor(x, training=training))
         return {FINAL_OUTPUT: self.student(x, training=training)}
 
     # ------------------------------------------------------------------ loss
@@ -561,11 +635,13 @@ class Distiller(keras.Model):
         distillation_total = tf.constant(0.0)
         temperature = tf.cast(self.temperature, tf.float32)
         for index, (loss, state) in enumerate(zip(self._distillation_losses, self._states)):
+            ratio = self._temperature_ratios[index]
+            loss_temperature = temperature if ratio == 1.0 else temperature * ratio
             t = teacher_outputs[loss.teacher_layer_name or FINAL_OUTPUT]
             s = student_outputs[loss.student_layer_name or FINAL_OUTPUT]
             extra = ({"input_tape": getattr(self, "_input_gradient_tape", None), "teacher_model": self.teacher}
                      if getattr(loss, "uses_input_gradients", False) else {})
-            values = loss.compute(t, s, temperature=temperature if loss.uses_temperature else None,
+            values = loss.compute(t, s, temperature=loss_temperature if loss.uses_temperature else None,
                                   labels=y, state=state, inputs=x, **extra)
             values = tf.cast(values, tf.float32)
             if len(values.shape) == 0:  # a loss that reduced itself (keras.distillation custom losses)
@@ -611,8 +687,7 @@ class Distiller(keras.Model):
         logs = {}
         if y is not None:
             logs.update(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-        logs.pop("total_loss", None)
-        logs["loss"] = self.total_loss_tracker.result()
+        logs["loss"] = logs["total_loss"] = self.total_loss_tracker.result()
         logs["student_loss"] = self.student_loss_tracker.result()
         logs["distillation_loss"] = self.distillation_loss_tracker.result()
         logs["temperature"] = tf.identity(self.temperature)
@@ -685,16 +760,39 @@ class Distiller(keras.Model):
             tracker.reset_state()
 
     # ---------------------------------------------------------------- config
+    def get_compile_config(self):
+        """The compile arguments, with the student loss, so a saved Distiller loads compiled."""
+        config = super().get_compile_config()
+        if config:
+            config = dict(config)
+            student_loss = self._student_loss_config
+            config["student_loss"] = (student_loss if isinstance(student_loss, str)
+                                      else keras.saving.serialize_keras_object(student_loss))
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles as `compile()` did before saving (alpha, temperature and weights come from the weights)."""
+        config = dict(keras.saving.deserialize_keras_object(config))
+        config.pop("loss", None)
+        config.pop("loss_weights", None)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            # Built over the variables train_step updates, in that order, so the saved slots load onto them.
+            self.optimizer.build(self._variables_to_train())
+
     def get_config(self):
         self._ensure_losses()
         return {
             "name": self.name,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
-            "distillation_losses": [kd_losses.serialize(l) for l in self._distillation_losses],
+            "distillation_losses": [keras.saving.serialize_keras_object(l) for l in self._given_losses],
             "distillation_loss_weights": self.distillation_loss_weights,
-            "alpha": float(self.alpha.numpy()),
-            "temperature": float(self.temperature.numpy()),
+            **({"student_loss_weight": self.student_loss_weight} if self._alpha_from_student_loss_weight
+               else {"alpha": self._python_value(self.alpha)}),
+            # None when the losses' own temperatures set it: from_config then rebuilds the same per-loss
+            # temperatures (a scheduled value lives in the weights, which load_model restores).
+            "temperature": self.temperature.numpy().item() if self._explicit_temperature else None,
             "teacher_dtype": self.teacher_dtype,
             "ignore_index": self.ignore_index,
             "check_finite": self.check_finite,
@@ -705,5 +803,8 @@ class Distiller(keras.Model):
         config = dict(config)
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"], custom_objects=custom_objects)
         config["student"] = keras.saving.deserialize_keras_object(config["student"], custom_objects=custom_objects)
-        config["distillation_losses"] = [kd_losses.get(l) for l in config["distillation_losses"]]
+        config["distillation_losses"] = [
+            keras.saving.deserialize_keras_object(l, custom_objects=custom_objects) if isinstance(l, dict) else l
+            for l in config["distillation_losses"]
+        ]
         return cls(**config)

@@ -261,8 +261,30 @@ def test_error_teacher_not_built():
         def call(self, x):
             return self.dense(x)
 
+    x, y = toy_data()
+    # Constructing is allowed (keras.distillation allows it, and load_model rebuilds one before its weights);
+    # teaching with random weights is not: fit, evaluate and the teacher cache stop before the first call.
+    distiller = Distiller(teacher=Sub(), student=mlp()).compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="is not built .* random weights"):
+        distiller.fit(x, y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="is not built"):
-        Distiller(teacher=Sub(), student=mlp())
+        distiller.evaluate(x, y, verbose=0)
+    assert not distiller.teacher.built
+    from keras_kd.cache import cache_teacher_outputs
+
+    with pytest.raises(ValueError, match="is not built"):
+        cache_teacher_outputs(Sub(), x, y)
+    with pytest.raises(ValueError, match="is not built"):
+        cache_teacher_outputs(distiller, x, y)
+
+
+def test_error_not_a_model_is_type_and_value_error():
+    """keras.distillation raises ValueError here; TypeError is the Python convention: both catch it."""
+    for teacher, student in (("not_a_model", mlp()), (mlp(), "not_a_model")):
+        with pytest.raises(TypeError, match="must be a keras.Model, got str"):
+            Distiller(teacher=teacher, student=student)
+        with pytest.raises(ValueError, match="must be a keras.Model, got str"):
+            Distiller(teacher=teacher, student=student)
 
 
 def test_error_same_object():
@@ -334,3 +356,79 @@ def test_legacy_flag_matches_environment():
 
     assert LEGACY_KERAS == (os.environ.get("TF_USE_LEGACY_KERAS", "0") in ("1", "true", "yes", "on"))
     assert math.isfinite(1.0)
+
+
+def test_logs_hold_total_loss_as_keras_distillation_does():
+    x, y = toy_data()
+    distiller = _distiller(x, y).compile(optimizer="adam")
+    history = distiller.fit(x, y, epochs=1, verbose=0, validation_data=(x, y))
+    assert history.history["total_loss"] == history.history["loss"]
+    assert history.history["val_total_loss"] == history.history["val_loss"]
+
+
+def test_weights_read_back_as_given():
+    """float32 Variables hold 0.7 as 0.699999988; the properties give back the Python values."""
+    x, y = toy_data()
+    distiller = _distiller(x, y, student_loss_weight=0.7,
+                           distillation_losses=[SoftTargetKLDivergence(), SoftTargetKLDivergence(name="kl2")],
+                           distillation_loss_weights=[0.7, 0.3])
+    assert distiller.student_loss_weight == 0.7
+    assert distiller.distillation_loss_weights == [0.7, 0.3]
+    assert distiller.get_config()["student_loss_weight"] == 0.7 and "alpha" not in distiller.get_config()
+    distiller.alpha.assign(0.5)  # a scheduler moved it: the property follows the Variable
+    distiller.distillation_loss_weight_variables[1].assign(0.25)
+    assert distiller.student_loss_weight == 0.5
+    assert distiller.distillation_loss_weights == [0.7, 0.25]
+
+
+@pytest.mark.skipif(not hasattr(keras, "distillation"), reason="keras.distillation needs Keras >= 3.12")
+def test_keras_distillation_objects_are_kept_as_given():
+    x, y = toy_data()
+    given = keras.distillation.LogitsDistillation(temperature=2.0)
+    distiller = _distiller(x, y, distillation_losses=given)
+    assert distiller.distillation_losses == [given]
+    assert distiller.distillation_loss_names == ["soft_target_kl"]
+    clone = Distiller.from_config(distiller.get_config())
+    assert isinstance(clone.distillation_losses[0], keras.distillation.LogitsDistillation)
+    assert clone.distillation_losses[0].temperature == 2.0 and float(clone.temperature) == 2.0
+
+
+def test_losses_at_different_temperatures_keep_their_own():
+    x, y = toy_data()
+    losses = [SoftTargetKLDivergence(temperature=2.0, name="kl_t2"), SoftTargetKLDivergence(temperature=4.0, name="kl_t4")]
+    distiller = _distiller(x, y, distillation_losses=losses, alpha=1.0).compile(optimizer="sgd")
+    assert float(distiller.temperature) == 2.0
+    t_logits, s_logits = distiller.teacher.predict(x, verbose=0), distiller.student.predict(x, verbose=0)
+    logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    np.testing.assert_allclose(logs["distillation_loss"], numpy_kd(t_logits, s_logits, 2.0).mean()
+                               + numpy_kd(t_logits, s_logits, 4.0).mean(), rtol=1e-4)
+    distiller.temperature.assign(3.0)  # a schedule scales both, keeping the ratio 2
+    logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    np.testing.assert_allclose(logs["distillation_loss"], numpy_kd(t_logits, s_logits, 3.0).mean()
+                               + numpy_kd(t_logits, s_logits, 6.0).mean(), rtol=1e-4)
+    clone = Distiller.from_config(distiller.get_config())  # the same per-loss temperatures after a round trip
+    assert clone._temperature_ratios == [1.0, 2.0]
+    distiller.compile(optimizer="sgd", temperature=5.0)  # an explicit temperature applies to every loss
+    logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    np.testing.assert_allclose(logs["distillation_loss"], 2 * numpy_kd(t_logits, s_logits, 5.0).mean(), rtol=1e-4)
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="the .keras whole-model format with compile config is Keras 3's")
+def test_saved_distiller_loads_compiled_and_resumes(tmp_path):
+    x, y = toy_data()
+    distiller = _distiller(x, y, alpha=0.6).compile(
+        optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"],
+        student_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    distiller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = str(tmp_path / "d.keras")
+    distiller.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.compiled and isinstance(loaded.optimizer, keras.optimizers.Adam)
+    assert isinstance(loaded._student_loss_fn, keras.losses.SparseCategoricalCrossentropy)
+    assert float(loaded.alpha.numpy()) == pytest.approx(0.6)
+    assert int(loaded.optimizer.iterations.numpy()) == int(distiller.optimizer.iterations.numpy())
+    # One more epoch from the loaded copy equals one more epoch of the original (optimizer slots included).
+    distiller.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    loaded.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(distiller.student.get_weights(), loaded.student.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
