@@ -28,10 +28,10 @@ __all__ = ["build_teacher", "build_student", "train_supervised", "distill", "qat
 BATCH_SIZE = 64
 
 
-def _conv_block(filters, name):
+def _conv_block(filters, name, strides=1):
     # No bias: BatchNormalization's beta plays that role, and quantize_model folds BN into the kernel.
     return [
-        keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv"),
+        keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"),
         keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn"),
         keras.layers.ReLU(name=f"{name}_relu"),
     ]
@@ -76,10 +76,12 @@ def build_student(input_shape=(28, 28, 1), num_classes=10, width=32, hidden=64, 
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            *_conv_block(width, "s1"),
-            keras.layers.MaxPooling2D(name="s_pool1"),
+            # A stride-2 stem, as mobile networks start: a full-resolution 3x3 conv on one input channel
+            # is the slowest layer in INT8 (XNNPACK's int8 kernel for 9-tap dot products is slower than
+            # its float one on x86), so the first conv computes at half resolution instead of pooling after.
+            *_conv_block(width, "s1", strides=2),
             *_conv_block(2 * width, "s2"),
-            keras.layers.MaxPooling2D(name="s_pool2"),
+            keras.layers.MaxPooling2D(name="s_pool"),
             keras.layers.Flatten(name="s_flatten"),
             keras.layers.Dense(hidden, activation="relu", name="s_fc"),
             keras.layers.Dense(num_classes, name="s_logits"),
