@@ -63,8 +63,8 @@ def _output_activation_is_softmax(model):
     return getattr(activation, "__name__", "") == "softmax" or type(layers[-1]).__name__ == "Softmax"
 
 
-def _adapt_keras_distillation_loss_module(loss):
-    """True for an object from keras' own modules (a `keras.distillation` loss), as opposed to keras_kd's."""
+def _is_keras_loss_object(loss):
+    """True for a loss object from Keras' own modules (a `keras.distillation` loss), not a keras_kd one."""
     return not isinstance(loss, (str, dict, kd_losses.DistillationLoss)) and type(loss).__module__.startswith("keras")
 
 
@@ -275,9 +275,9 @@ class Distiller(keras.Model):
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
                 raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {list(weights)!r}.")
         self._distillation_losses = resolved
-        # keras.distillation objects stay as the user gave them (code written for Keras inspects them);
-        # names and configs are shown resolved.
-        self._given_losses = [given if _adapt_keras_distillation_loss_module(given) else loss
+        # keras.distillation objects are kept as the user gave them (code written for Keras inspects and
+        # serializes them); training uses their keras_kd equivalents in self._distillation_losses.
+        self._given_losses = [given if _is_keras_loss_object(given) else loss
                               for given, loss in zip(distillation_losses, resolved)]
         self._initial_loss_weights = [float(w) for w in weights]
         self._loss_weight_variables = [
