@@ -34,12 +34,9 @@ def _teacher_function(teacher):
         return teacher._teacher_outputs, teacher.teacher.name
     if not isinstance(teacher, keras.Model):
         raise TypeError(f"teacher must be a keras.Model or a keras_kd.Distiller, got {type(teacher).__name__}.")
-    if not (teacher.built and teacher.weights):
-        raise ValueError(
-            f"The teacher {teacher.name!r} is not built (it has no weights yet), so its outputs would come from "
-            "random weights. Train or load the teacher first, or call teacher.build(input_shape) and load its "
-            "weights."
-        )
+    from keras_kd.distiller import _require_built_teacher
+
+    _require_built_teacher(teacher)
 
     def run(x):
         return {"final_output": tf.cast(teacher(x, training=False), tf.float32)}

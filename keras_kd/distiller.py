@@ -44,6 +44,16 @@ def _is_built(model):
     return bool(model.built) and len(model.weights) > 0
 
 
+def _require_built_teacher(teacher):
+    """Raises when `teacher` has no weights yet: its first call would teach from random weights."""
+    if not _is_built(teacher):
+        raise ValueError(
+            f"The teacher {teacher.name!r} is not built (it has no weights yet), so it has nothing to "
+            "teach: its first call would create random weights. Train or load the teacher first, or call "
+            "teacher.build(input_shape) and load its weights."
+        )
+
+
 def _single_output_shape(model):
     """The static shape of a model's only output, or None when unknown or several."""
     outputs = getattr(model, "outputs", None)
@@ -238,12 +248,7 @@ class Distiller(keras.Model):
     def _check_teacher_built(self):
         # Checked when the teacher is about to teach, not in the constructor: keras.distillation accepts an
         # unbuilt teacher there (and from_config rebuilds one before load_model restores its weights).
-        if not _is_built(self.teacher):
-            raise ValueError(
-                f"The teacher {self.teacher.name!r} is not built (it has no weights yet), so it has nothing to "
-                "teach: its first call would create random weights. Train or load the teacher first, or call "
-                "teacher.build(input_shape) and load its weights."
-            )
+        _require_built_teacher(self.teacher)
 
     def _ensure_losses(self):
         if self._distillation_losses is None:

@@ -153,7 +153,7 @@ def reverse_kl_divergence(teacher, student, temperature=1.0, from_probabilities=
     _validate_temperature(temperature)
     temperature = as_float32(temperature)
     teacher_log_probs = _log_probs(teacher, temperature, from_probabilities)
-    student_log_probs = tf.nn.log_softmax(as_float32(student) / temperature, axis=-1)
+    student_log_probs = _log_probs(student, temperature, from_probabilities=False)
     kl = tf.reduce_sum(tf.exp(student_log_probs) * (student_log_probs - teacher_log_probs), axis=-1)
     return kl * tf.square(temperature)
 
