@@ -1,9 +1,126 @@
-"""Writing files so that an interrupted write never leaves a half-written file under the final name."""
+"""Writing files so that an interrupted write never leaves a half-written file under the final name.
 
+Temporary files are named `.<name>.<pid>.<random>.tmp<ext>` beside the final
+file. A process killed with SIGKILL cannot remove its own temporary file, so
+the next write to the same name removes the temporaries whose process is gone.
+"""
+
+import contextlib
 import os
+import re
+import stat
 import tempfile
+import time
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "make_temporary", "check_writable_folder", "remove_stale_temporaries"]
+
+# Temporaries of keras_kd versions that did not put the pid in the name are removed when older than this.
+_LEGACY_TEMPORARY_AGE_S = 3600.0
+
+
+def _umask():
+    """The process umask, read without changing it where /proc allows (os.umask sets it as it reads it)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def _final_mode(path):
+    """The permission bits `path` should end with: those of the file it replaces, else what the umask gives."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    return 0o666 & ~_umask()
+
+
+def _temporary_pattern(name, extension):
+    # group 1: the pid of the writer (absent in the names older versions used)
+    return re.compile(
+        re.escape(f".{name}.") + r"(?:(\d+)\.)?[A-Za-z0-9_]{6,}" + re.escape(".tmp") + r"(?:" + re.escape(extension)
+        + r")?$"
+    )
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path):
+    """Removes the temporary files that an interrupted write to `path` left beside it.
+
+    A temporary belongs to a write of `path` when its name is
+    `.<name>.<pid>.<random>.tmp[<ext>]`; it is stale when process `pid` no
+    longer exists (killed before it could clean up). Temporaries without a pid
+    (written by older keras_kd versions) are removed when older than an hour.
+    Other files are never touched.
+
+    Returns:
+        The paths removed.
+
+    Example:
+
+    ```python
+    remove_stale_temporaries("runs/a/student_int8.tflite")  # [] when nothing was left behind
+    ```
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    pattern = _temporary_pattern(name, os.path.splitext(name)[1])
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = pattern.match(entry)
+        if match is None:
+            continue
+        candidate = os.path.join(folder, entry)
+        if match.group(1) is not None:
+            stale = not _process_alive(int(match.group(1)))
+        else:
+            try:
+                stale = now - os.path.getmtime(candidate) > _LEGACY_TEMPORARY_AGE_S
+            except OSError:
+                stale = False
+        if stale:
+            with contextlib.suppress(OSError):
+                os.remove(candidate)
+                removed.append(candidate)
+    return removed
+
+
+def make_temporary(path):
+    """Creates an empty temporary file beside `path` with the mode `path` will have; returns its path.
+
+    The caller writes it and renames it to `path` (or removes it). Stale
+    temporaries of earlier, killed writes to `path` are removed first.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    remove_stale_temporaries(path)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{name}.{os.getpid()}.", suffix=".tmp" + os.path.splitext(name)[1], dir=folder
+    )
+    os.close(handle)
+    # mkstemp creates the file 0600 whatever the umask; the final file gets the user's usual permissions
+    os.chmod(temporary, _final_mode(path))
+    return temporary
 
 
 def atomic_write(path, write):
@@ -11,7 +128,10 @@ def atomic_write(path, write):
 
     The temp file keeps `path`'s extension (Keras' `model.save` checks it). On
     any error, including KeyboardInterrupt, the temp file is removed and an
-    existing file at `path` is left as it was.
+    existing file at `path` is left as it was. The file gets the permissions
+    of the file it replaces, or those the umask gives a new file (0644 under
+    the usual umask 022), not `mkstemp`'s 0600. Temporaries left by writes
+    that were killed are removed (see `remove_stale_temporaries`).
 
     Example:
 
@@ -19,14 +139,48 @@ def atomic_write(path, write):
     atomic_write("report.json", lambda temporary: open(temporary, "w").write("{}"))
     ```
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp" + os.path.splitext(name)[1], dir=folder)
-    os.close(handle)
+    mode = _final_mode(path)
+    temporary = make_temporary(path)
     try:
         write(temporary)
+        # a writer may have deleted and recreated the file (with other permissions)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def check_writable_folder(path, what="the output path"):
+    """Raises an error naming the folder when a file cannot be created beside `path`; returns the absolute path.
+
+    Checked by creating (and removing) an empty temporary file there, so a
+    read-only folder or file system is found before any long work.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        IsADirectoryError: `path` is a folder.
+        PermissionError: no file can be created in the folder.
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"The folder {folder!r} of {what} {path!r} does not exist. "
+            "Create it first (os.makedirs(folder, exist_ok=True)) or choose another path."
+        )
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what[0].upper() + what[1:]} {path!r} is a folder; pass a file path.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
+                                         dir=folder)
+    except OSError as error:
+        raise PermissionError(
+            f"Cannot write {what} {path!r}: no file can be created in {folder!r} ({error.strerror or error}). "
+            "Choose a writable folder, or fix its permissions (or a read-only file system) first."
+        ) from None
+    os.close(handle)
+    with contextlib.suppress(OSError):
+        os.remove(probe)
+    return path
