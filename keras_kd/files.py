@@ -30,10 +30,8 @@ def _umask():
     return current
 
 
-def _final_mode(path):
-    """The permission bits `path` should end with: those of the file it replaces, else what the umask gives."""
-    with contextlib.suppress(OSError):
-        return stat.S_IMODE(os.stat(path).st_mode)
+def _final_mode():
+    """The permission bits of a new file under the user's umask (0644 under the usual 022)."""
     return 0o666 & ~_umask()
 
 
@@ -106,7 +104,7 @@ def remove_stale_temporaries(path):
 
 
 def make_temporary(path):
-    """Creates an empty temporary file beside `path` with the mode `path` will have; returns its path.
+    """Creates an empty temporary file beside `path` with the umask's permissions; returns its path.
 
     The caller writes it and renames it to `path` (or removes it). Stale
     temporaries of earlier, killed writes to `path` are removed first.
@@ -119,7 +117,7 @@ def make_temporary(path):
     )
     os.close(handle)
     # mkstemp creates the file 0600 whatever the umask; the final file gets the user's usual permissions
-    os.chmod(temporary, _final_mode(path))
+    os.chmod(temporary, _final_mode())
     return temporary
 
 
@@ -129,8 +127,8 @@ def atomic_write(path, write):
     The temp file keeps `path`'s extension (Keras' `model.save` checks it). On
     any error, including KeyboardInterrupt, the temp file is removed and an
     existing file at `path` is left as it was. The file gets the permissions
-    of the file it replaces, or those the umask gives a new file (0644 under
-    the usual umask 022), not `mkstemp`'s 0600. Temporaries left by writes
+    the umask gives a new file (0644 under the usual umask 022), not
+    `mkstemp`'s 0600, also when it replaces a file. Temporaries left by writes
     that were killed are removed (see `remove_stale_temporaries`).
 
     Example:
@@ -139,7 +137,7 @@ def atomic_write(path, write):
     atomic_write("report.json", lambda temporary: open(temporary, "w").write("{}"))
     ```
     """
-    mode = _final_mode(path)
+    mode = _final_mode()
     temporary = make_temporary(path)
     try:
         write(temporary)

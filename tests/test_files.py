@@ -63,13 +63,14 @@ def test_new_files_get_the_permissions_the_umask_gives(tmp_path, umask, mask, ex
     assert oct(path.stat().st_mode & 0o777) == oct(expected)
 
 
-def test_a_replaced_file_keeps_its_permissions(tmp_path, umask):
+def test_a_replaced_0600_file_gets_the_umask_permissions(tmp_path, umask):
+    # earlier versions wrote every file 0600; rewriting one must not carry that on
     umask(0o022)
     path = tmp_path / "student.keras"
     path.write_text("old")
-    os.chmod(path, 0o640)
+    os.chmod(path, 0o600)
     atomic_write(str(path), _write_text("new"))
-    assert oct(path.stat().st_mode & 0o777) == oct(0o640) and path.read_text() == "new"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644) and path.read_text() == "new"
 
 
 def test_a_writer_that_recreates_the_file_still_gets_the_umask_permissions(tmp_path, umask):
