@@ -35,12 +35,15 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import re
 import shutil
+import struct
 import tempfile
 from collections import Counter
 
 import numpy as np
 
+from keras_kd import files as _files
 from keras_kd import interpreter as _interpreter
 from keras_kd.backend import LEGACY_KERAS, keras, tf
 
@@ -124,6 +127,9 @@ class TFLiteSummary:
         float_ops: sorted names of op types that compute in float (a float input or output
             tensor), leaving out the QUANTIZE/DEQUANTIZE that convert at the edges.
         custom_ops: sorted names of custom ops; Flex (SELECT_TF_OPS) ops are named `Flex<Op>`.
+        float_op_tensors: for each op type of `float_ops`, the names of the tensors it writes (or,
+            for an op that writes an unnamed output, of its weights). The converter names them
+            after the Keras layers (`model/layer/Op`), so they say which layers stayed float.
     """
 
     path: str
@@ -133,6 +139,7 @@ class TFLiteSummary:
     op_counts: dict
     float_ops: list
     custom_ops: list
+    float_op_tensors: dict = dataclasses.field(default_factory=dict)
 
     @property
     def flex_ops(self):
@@ -328,7 +335,33 @@ def inspect_tflite(path):
             f"{path!r} is not a TFLite flatbuffer (no 'TFL3' identifier; {len(content)} bytes). "
             "Pass a file written by keras_kd.export.to_tflite or tf.lite.TFLiteConverter."
         )
+    try:
+        return _read_summary(schema, content, path)
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, KeyError) as error:
+        raise ValueError(
+            f"{path!r} is truncated or corrupt: its TFLite flatbuffer could not be read ({len(content):,} bytes; "
+            f"{type(error).__name__}: {error}). Was the copy or the export interrupted? Export it again with "
+            "keras_kd.export.to_tflite (which writes atomically), or copy the complete file."
+        ) from None
+
+
+def _check_buffers(model, content):
+    """Every weight buffer must lie inside the file: a file cut short loses them first."""
+    for index in range(model.BuffersLength()):
+        buffer = model.Buffers(index)
+        offset, size = int(buffer.Offset()), int(buffer.Size())
+        if offset > 1 and offset + size > len(content):
+            raise ValueError(f"buffer {index} ends at byte {offset + size:,}, past the end of the file")
+        length = buffer.DataLength()
+        if length:
+            start = buffer._tab.Vector(buffer._tab.Offset(4))  # where the bytes of field `data` begin
+            if start + length > len(content):
+                raise ValueError(f"buffer {index} ends at byte {start + length:,}, past the end of the file")
+
+
+def _read_summary(schema, content, path):
     model = schema.Model.GetRootAs(content, 0)
+    _check_buffers(model, content)
     op_names = _enum_names(schema.BuiltinOperator)
     type_names = _enum_names(schema.TensorType)
     codes = []
@@ -342,6 +375,7 @@ def inspect_tflite(path):
         else:
             codes.append((op_names.get(builtin, f"BUILTIN_{builtin}"), False))
     op_counts, float_ops, custom_ops = Counter(), set(), set()
+    float_op_tensors = {}
     for subgraph_index in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(subgraph_index)
         for op_index in range(subgraph.OperatorsLength()):
@@ -358,6 +392,7 @@ def inspect_tflite(path):
                 reads_values and _any_float(subgraph, operator.InputsAsNumpy(), type_names)
             ):
                 float_ops.add(name)
+                float_op_tensors.setdefault(name, []).extend(_operator_tensor_names(subgraph, operator))
     main = model.Subgraphs(0)
     return TFLiteSummary(
         path=path,
@@ -367,7 +402,21 @@ def inspect_tflite(path):
         op_counts=dict(sorted(op_counts.items())),
         float_ops=sorted(float_ops),
         custom_ops=sorted(custom_ops),
+        float_op_tensors={name: float_op_tensors[name] for name in sorted(float_op_tensors)},
     )
+
+
+def _tensor_name(subgraph, index):
+    name = subgraph.Tensors(index).Name()
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+
+
+def _operator_tensor_names(subgraph, operator):
+    """The names that say where an op came from: its outputs', else its constant inputs' (weights)."""
+    names = [_tensor_name(subgraph, t) for t in _as_list(operator.OutputsAsNumpy()) if t >= 0]
+    if not any("/" in name for name in names):
+        names += [_tensor_name(subgraph, t) for t in _as_list(operator.InputsAsNumpy()) if t >= 0]
+    return names
 
 
 # --------------------------------------------------------------------------- running a file
@@ -602,16 +651,8 @@ def _load_model(model):
 
 
 def _check_output_path(path):
-    path = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(
-            f"The folder {folder!r} of the output path {path!r} does not exist. "
-            "Create it first (os.makedirs(folder, exist_ok=True)) or choose another path."
-        )
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"The output path {path!r} is a folder; pass a file path such as 'model.tflite'.")
-    return path
+    # found before converting (minutes for a large model), not when the file is written
+    return _files.check_writable_folder(path, "the output path")
 
 
 def _dtype_name(spec):
@@ -717,6 +758,17 @@ def _calibration_arrays(data, specs, num_samples, argument="representative_data"
                 f"{argument} has dtype {array.dtype} but input {name!r} takes {dtype} values of shape {expected}. "
                 "Pass numeric arrays preprocessed like the training inputs."
             )
+        if array.dtype.kind == "f":
+            finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if not finite.all():
+                bad = np.flatnonzero(~finite)
+                values = array[bad[0]][~np.isfinite(array[bad[0]])]
+                raise ValueError(
+                    f"{argument} for input {name!r} holds non-finite values (NaN or inf): {len(bad)} of its "
+                    f"{len(array)} samples, the first at index {int(bad[0])} (value {values.ravel()[0]!r}). "
+                    "Calibration would derive the INT8 ranges from them. Remove or repair those samples "
+                    "(e.g. x[np.isfinite(x).reshape(len(x), -1).all(axis=1)]) and check the preprocessing."
+                )
         sample_shape = tuple(array.shape[1:])
         wanted = shape[1:]
         if len(sample_shape) != len(wanted) or any(w is not None and w != s for w, s in zip(wanted, sample_shape)):
@@ -835,12 +887,68 @@ def _convert(model, specs, quantization, io_dtype, calibration, allow_select_tf_
             raise
 
 
+def _layer_paths(model):
+    """{layer name: its path from the top model (`outer/inner/layer`)} for every layer, nested ones included."""
+    paths = {}
+
+    def walk(layer, prefix):
+        for child in getattr(layer, "layers", None) or []:
+            path = f"{prefix}/{child.name}" if prefix else child.name
+            paths.setdefault(child.name, path)
+            walk(child, path)
+
+    walk(model, "")
+    return paths
+
+
+def keras_layers_of_tensors(tensor_names, model):
+    """The Keras layers whose name scopes appear in TFLite tensor names, in order of first appearance.
+
+    The converter names a tensor after the TensorFlow name scopes it was
+    computed in (`net_1/se_squeeze_1/MatMul;net_1/se_squeeze_1/Relu`): the
+    model and layer names, which Keras 3 suffixes with `_1` while tracing.
+    Each scope is matched to a layer of `model` (nested models included).
+
+    Returns:
+        A list of layer paths (`layer`, or `inner_model/layer` for a nested one).
+    """
+    paths = _layer_paths(model)
+    found = []
+    for tensor_name in tensor_names:
+        for part in str(tensor_name).split(";"):
+            deepest = None
+            for scope in part.split("/")[:-1]:
+                unsuffixed = re.sub(r"_\d+$", "", scope)
+                # Keras 3 adds a _N suffix while tracing; tf_keras keeps the layer's own name
+                candidates = (scope, unsuffixed) if LEGACY_KERAS else (unsuffixed, scope)
+                match = next((c for c in candidates if c in paths), None)
+                if match is not None:
+                    deepest = paths[match]
+            if deepest is not None and deepest not in found:
+                found.append(deepest)
+    return found
+
+
+def _describe_float_op(op, tensor_names, model):
+    layers = keras_layers_of_tensors(tensor_names, model)
+    if layers:
+        shown = ", ".join(repr(layer) for layer in layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        noun = "layer" if len(layers) == 1 else "layers"
+        return f"{op} (from Keras {noun} {shown}; model.get_layer({layers[0].split('/')[-1]!r}))"
+    named = [name for name in tensor_names if name]
+    return f"{op} (tensors {', '.join(repr(n) for n in named[:3])})" if named else op
+
+
 def _write_atomically(path, content):
-    """Writes `content` to a temp file beside `path`; returns the temp path (the caller renames it)."""
-    folder, name = os.path.split(path)
-    handle, temp_path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    """Writes `content` to a temp file beside `path`; returns the temp path (the caller renames it).
+
+    The temp file already has the permissions the final file gets (see
+    `keras_kd.files.make_temporary`), and temporaries of killed exports to
+    `path` are removed first.
+    """
+    temp_path = _files.make_temporary(path)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temp_path, "wb") as stream:
             stream.write(content)
             stream.flush()
             os.fsync(stream.fileno())
@@ -980,9 +1088,11 @@ def to_tflite(
     summary = inspect_tflite(content)
     if quantization == "int8" and summary.float_ops and not allow_float_fallback:
         raise ValueError(
-            f"The INT8 file still computes these ops in float: {', '.join(summary.float_ops)}; the converter "
-            "could not quantize them. Replace those layers with quantizable ones, or accept a mixed file with "
-            "to_tflite(..., allow_float_fallback=True)."
+            "The INT8 file still computes these ops in float: "
+            + "; ".join(_describe_float_op(op, summary.float_op_tensors.get(op, []), model)
+                        for op in summary.float_ops)
+            + ". The converter could not quantize them. Replace those layers with quantizable ones, or accept "
+            "a mixed file with to_tflite(..., allow_float_fallback=True)."
         )
 
     temp_path = _write_atomically(path, content)
@@ -995,7 +1105,22 @@ def to_tflite(
                     "cannot run, so it cannot be validated. Drop validation_data or remove those ops."
                 )
             x_val, y_val = _split_validation_data(validation_data)
-            validation = validate(model, temp_path, x_val, y_val)
+            try:
+                validation = validate(model, temp_path, x_val, y_val)
+            except _interpreter.XNNPackPrepareError as error:
+                rejected = _rejected_path(path)
+                os.replace(temp_path, rejected)
+                temp_path = None
+                layers = keras_layers_of_tensors([problem["tensor"] for problem in error.problems], model)
+                raise _interpreter.XNNPackPrepareError(
+                    f"XNNPACK, LiteRT's default CPU delegate, could not prepare the {quantization or 'float32'} "
+                    f"file converted from {model.name!r}, so it could not be validated. "
+                    + (f"Keras layers behind it: {', '.join(repr(layer) for layer in layers)}. " if layers else "")
+                    + error.explanation
+                    + f" The file was not written to {path!r}; it is kept as {rejected!r} for inspection.",
+                    error.problems,
+                    error.explanation,
+                ) from error
             if validation.agreement < float(min_agreement):
                 rejected = _rejected_path(path)
                 os.replace(temp_path, rejected)

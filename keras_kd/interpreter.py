@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 __all__ = [
+    "XNNPackPrepareError",
     "load_interpreter",
     "interpreter_backend",
     "quantize_input",
@@ -23,6 +24,146 @@ _INSTALL_HINT = (
     "Running a .tflite file needs the LiteRT interpreter: `pip install ai-edge-litert` "
     "(it is a dependency of keras-kd, so reinstalling keras-kd also brings it)."
 )
+
+
+class XNNPackPrepareError(RuntimeError):
+    """XNNPACK (LiteRT's default CPU delegate) refused to prepare a `.tflite` file.
+
+    The message names the tensors whose quantization scales XNNPACK cannot
+    requantize between, and how to fix the file.
+
+    Attributes:
+        problems: one dict per offending op: `op`, `tensor` (its output),
+            `output_scale`, `input_scales` and `ratio`.
+        explanation: the message without its first sentence (which file failed).
+    """
+
+    def __init__(self, message, problems=(), explanation=""):
+        super().__init__(message)
+        self.problems = list(problems)
+        self.explanation = explanation
+
+
+# XNNPACK requantizes with a fixed-point multiplier and refuses an op whose
+# (input scales product) / (output scale) is >= 2**8 (or, for convolutions and
+# fully connected layers, below 2**-32).
+_XNNPACK_MAX_RATIO = 256.0
+_XNNPACK_MIN_RATIO = 2.0**-32
+# ops whose output scale is compared with the product of their two (data, weight or second-operand) input scales
+_PRODUCT_OPS = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL", "MUL"})
+_SCALE_OPS = frozenset({"ADD", "SUB", "AVERAGE_POOL_2D", "MEAN", "SUM", "CONCATENATION", "HARD_SWISH", "LEAKY_RELU",
+                        "PRELU", "SQUARED_DIFFERENCE", "RESIZE_BILINEAR", "PAD"})
+
+
+def _scales(subgraph, index):
+    if index < 0:
+        return None
+    quantization = subgraph.Tensors(index).Quantization()
+    if quantization is None or quantization.ScaleLength() == 0:
+        return None
+    return [float(value) for value in quantization.ScaleAsNumpy()]
+
+
+def requantization_problems(content):
+    """The ops of a `.tflite` file whose scale ratios are outside what XNNPACK accepts.
+
+    A near-constant activation (an all-zero squeeze channel of a
+    squeeze-and-excite block, a dead ReLU unit) is calibrated to a range of
+    about 0 and gets a tiny scale (1e-8); the op writing it then has an
+    input-to-output scale ratio far over XNNPACK's limit of 256.
+
+    Args:
+        content: the file's bytes.
+
+    Returns:
+        A list of dicts (`op`, `tensor`, `output_scale`, `input_scales`,
+        `ratio`), worst first; empty when every ratio is in range.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(bytes(content), 0)
+    op_names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    codes = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        codes.append(op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM"))
+    problems = []
+    for subgraph_index in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(subgraph_index)
+        for op_index in range(subgraph.OperatorsLength()):
+            operator = subgraph.Operators(op_index)
+            name = codes[operator.OpcodeIndex()]
+            if name not in _PRODUCT_OPS and name not in _SCALE_OPS:
+                continue
+            inputs = [int(i) for i in operator.InputsAsNumpy()] if operator.InputsLength() else []
+            outputs = [int(i) for i in operator.OutputsAsNumpy()] if operator.OutputsLength() else []
+            if not inputs or not outputs:
+                continue
+            output_scale = _scales(subgraph, outputs[0])
+            if not output_scale or output_scale[0] <= 0:
+                continue
+            if name in _PRODUCT_OPS:
+                first, second = _scales(subgraph, inputs[0]), _scales(subgraph, inputs[1]) if len(inputs) > 1 else None
+                if not first or not second:
+                    continue
+                input_scales = [first[0], max(second)]
+                ratio = first[0] * max(second) / output_scale[0]
+                low = first[0] * min(second) / output_scale[0]
+                out_of_range = ratio >= _XNNPACK_MAX_RATIO or (name != "MUL" and low < _XNNPACK_MIN_RATIO)
+            else:
+                input_scales = [s[0] for s in (_scales(subgraph, i) for i in inputs) if s]
+                if not input_scales:
+                    continue
+                ratio = max(input_scales) / output_scale[0]
+                out_of_range = ratio >= _XNNPACK_MAX_RATIO
+            if out_of_range:
+                tensor = subgraph.Tensors(outputs[0]).Name()
+                problems.append({
+                    "op": name,
+                    "tensor": tensor.decode("utf-8", "replace") if isinstance(tensor, bytes) else str(tensor),
+                    "output_scale": output_scale[0],
+                    "input_scales": input_scales,
+                    "ratio": ratio,
+                })
+    return sorted(problems, key=lambda problem: -problem["ratio"])
+
+
+def _explain_xnnpack(error, content, source):
+    """An `XNNPackPrepareError` naming the tensors behind XNNPACK's refusal, or None when none is found."""
+    try:
+        problems = requantization_problems(content)
+    except Exception:  # noqa: BLE001 - a file we cannot read: keep XNNPACK's own message
+        problems = []
+    lines = [
+        f"XNNPACK, LiteRT's default CPU delegate, could not prepare {source} ({str(error).strip()})."
+    ]
+    if problems:
+        shown = problems[:5]
+        lines.append(
+            "These ops requantize by a scale ratio XNNPACK cannot represent (it accepts ratios below 256): "
+            + "; ".join(
+                f"{p['op']} writing {p['tensor']!r} (output scale {p['output_scale']:.3g}, input scales "
+                + " x ".join(f"{s:.3g}" for s in p["input_scales"]) + f", ratio {p['ratio']:.3g})"
+                for p in shown
+            )
+            + (f"; and {len(problems) - len(shown)} more" if len(problems) > len(shown) else "")
+            + "."
+        )
+        lines.append(
+            "A tiny output scale means the tensor was (almost) constant during calibration or training: a dead "
+            "ReLU unit or an all-zero squeeze channel of a squeeze-and-excite block gets a range of about 0. "
+            "To fix: calibrate on representative_data in which that layer is active (more, and more varied, "
+            "inputs preprocessed like training); remove or re-initialize the dead unit; or train it "
+            "quantization-aware (keras_kd.quantization) with a floor on tiny activation ranges. Running without "
+            "XNNPACK (load_interpreter(..., use_xnnpack=False), `keras-kd benchmark --no-xnnpack`) works around "
+            "it on this host only: phones running XNNPACK will refuse the file the same way."
+        )
+    else:
+        lines.append(
+            "No scale ratio out of XNNPACK's range was found; run without XNNPACK "
+            "(load_interpreter(..., use_xnnpack=False)) to tell whether the file itself is at fault."
+        )
+    return XNNPackPrepareError(" ".join(lines), problems, " ".join(lines[1:]))
 
 
 def _interpreter_classes():
@@ -70,6 +211,9 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True):
         FileNotFoundError: `model` is a path that does not exist.
         ValueError: the file is not a valid TFLite flatbuffer.
         ImportError: no working interpreter package is installed.
+        XNNPackPrepareError: XNNPACK cannot prepare the file; the message
+            names the tensors whose quantization scales it cannot requantize
+            between, and the fix.
 
     Example:
 
@@ -106,7 +250,17 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True):
                     "keras_kd.export.to_tflite or tf.lite.TFLiteConverter?"
                 ) from error
             errors.append(f"{name}: {error}")
-        except (RuntimeError, ImportError, AttributeError) as error:
+        except RuntimeError as error:
+            if use_xnnpack and "xnnpack" in str(error).lower():
+                if "model_content" in kwargs:
+                    content, source = kwargs["model_content"], "the .tflite file"
+                else:
+                    with open(kwargs["model_path"], "rb") as handle:
+                        content = handle.read()
+                    source = repr(kwargs["model_path"])
+                raise _explain_xnnpack(error, content, source) from error
+            errors.append(f"{name}: {error}")
+        except (ImportError, AttributeError) as error:
             errors.append(f"{name}: {error}")
     if not errors:
         raise ImportError(_INSTALL_HINT)

@@ -372,3 +372,139 @@ def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, tra
     assert report.validation.agreement >= 0.99
     accuracy = export.evaluate_tflite(report.path, x_val, y_val).accuracy
     assert accuracy == pytest.approx(report.validation.tflite_accuracy)
+
+
+# --------------------------------------------------------------------------- issue 11 items 10-11, issue 9 item 4
+
+
+def test_non_finite_calibration_data_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted despite NaN calibration data"))
+    x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
+    x[5, 3, 3, 0] = np.nan
+    x[9, 0, 0, 0] = np.inf
+    expected = r"representative_data for input .* non-finite values \(NaN or inf\): 2 of its 20 samples, the first at index 5"
+    with pytest.raises(ValueError, match=expected):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", representative_data=x)
+    assert not os.listdir(tmp_path)
+
+
+def test_an_unwritable_output_folder_is_found_before_converting(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted before checking the folder"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match=r"Cannot write the output path .*m\.tflite.*Read-only file system"):
+        export.to_tflite(_small_cnn(), tmp_path / "m.tflite", quantization=None)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_found_before_converting(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted before checking the folder"))
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    os.chmod(folder, 0o555)
+    try:
+        with pytest.raises(PermissionError, match="no file can be created in"):
+            export.to_tflite(_small_cnn(), folder / "m.tflite", quantization=None)
+    finally:
+        os.chmod(folder, 0o755)
+
+
+def test_layers_are_found_from_tflite_tensor_names():
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="inner_dense")], name="block")
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2, name="head")(inner(inputs))
+    model = keras.Model(inputs, outputs, name="net")
+    prefix = "net" if LEGACY_KERAS else "net_1"
+    suffix = "" if LEGACY_KERAS else "_1"
+    names = [f"{prefix}/block{suffix}/inner_dense{suffix}/MatMul;{prefix}/block{suffix}/inner_dense{suffix}/BiasAdd",
+             f"{prefix}/head{suffix}/Sin", "tfl.dequantize", "StatefulPartitionedCall:0"]
+    assert export.keras_layers_of_tensors(names, model) == ["block/inner_dense", "head"]
+
+
+@pytest.fixture(scope="module")
+def small_tflite(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "small.tflite"
+    export.to_tflite(_small_cnn(), path, quantization=None)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep", [0.5, 0.98, 40])
+def test_inspect_says_a_truncated_file_is_truncated(small_tflite, tmp_path, keep):
+    content = small_tflite.read_bytes()
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(content[: int(len(content) * keep) if keep < 1 else keep])
+    with pytest.raises(ValueError, match=r"cut\.tflite' is truncated or corrupt.*Export it again"):
+        export.inspect_tflite(cut)
+
+
+@pytest.mark.slow
+def test_written_files_get_the_umask_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        stale = tmp_path / ".m.tflite.999999999.abcdefgh.tmp.tflite"  # a killed export's temporary (no such pid)
+        stale.write_bytes(b"\0" * 4096)
+        report = export.to_tflite(_small_cnn(), tmp_path / "m.tflite", quantization=None)
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(report.path).st_mode & 0o777) == oct(0o644)
+    assert os.listdir(tmp_path) == ["m.tflite"]
+
+
+class _Sine(keras.layers.Layer):
+    def call(self, inputs):
+        return keras.ops.sin(inputs) if not LEGACY_KERAS else tf.sin(inputs)
+
+
+@pytest.mark.slow
+def test_strict_int8_error_names_the_keras_layers_behind_float_ops(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten(name="flat")(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    x = _Sine(name="my_sine")(keras.layers.Dense(16, name="fc")(x))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="net")
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+    expected = r"still computes these ops in float: SIN \(from Keras layer 'my_sine'; model\.get_layer\('my_sine'\)\)"
+    with pytest.raises(ValueError, match=expected):
+        export.to_tflite(model, tmp_path / "m.tflite", representative_data=x)
+    summary = export.to_tflite(model, tmp_path / "m.tflite", representative_data=x, allow_float_fallback=True)
+    assert summary.float_ops == ["SIN"]
+
+
+def _se_student_with_a_dead_squeeze():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    s = keras.layers.GlobalAveragePooling2D(name="se_pool")(x)
+    # a bias far below any pre-activation: ReLU gives exactly 0, calibration a range of 0
+    s = keras.layers.Dense(2, activation="relu", name="se_squeeze",
+                           bias_initializer=keras.initializers.Constant(-100.0))(s)
+    s = keras.layers.Reshape((1, 1, 8), name="se_reshape")(keras.layers.Dense(8, activation="sigmoid",
+                                                                              name="se_expand")(s))
+    x = keras.layers.Flatten(name="flat")(keras.layers.Multiply(name="se_scale")([x, s]))
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x), name="net")
+
+
+@pytest.mark.slow
+def test_a_file_xnnpack_cannot_prepare_is_explained(tmp_path):
+    from keras_kd.interpreter import XNNPackPrepareError, load_interpreter
+
+    keras.utils.set_random_seed(3)
+    model = _se_student_with_a_dead_squeeze()
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype("float32")
+    target = tmp_path / "se.tflite"
+    expected = (r"XNNPACK.*could not prepare the int8 file converted from 'net'.*Keras layers behind it: 'se_squeeze'"
+                r".*FULLY_CONNECTED writing '[^']*se_squeeze[^']*' \(output scale [0-9.]+e-0[89].*ratio"
+                r".*all-zero squeeze channel.*To fix: calibrate.*floor on tiny activation ranges"
+                r".*kept as .*se\.rejected\.tflite")
+    with pytest.raises(XNNPackPrepareError, match=expected) as caught:
+        export.to_tflite(model, target, representative_data=x, validation_data=x)
+    assert caught.value.problems[0]["ratio"] >= 256
+    assert sorted(os.listdir(tmp_path)) == ["se.rejected.tflite"]
+    rejected = str(tmp_path / "se.rejected.tflite")
+    with pytest.raises(XNNPackPrepareError, match=r"could not prepare '.*se\.rejected\.tflite'.*se_squeeze"):
+        load_interpreter(rejected)
+    load_interpreter(rejected, use_xnnpack=False)  # the builtin kernels run it
