@@ -12,6 +12,7 @@ import math
 
 from keras_kd import schedules as kd_schedules
 from keras_kd.backend import keras
+from keras_kd.losses.base import is_number
 
 __all__ = ["VariableScheduler", "TemperatureScheduler", "AlphaScheduler", "LossWeightScheduler",
            "TFLiteEvalCallback"]
@@ -187,11 +188,11 @@ class LossWeightScheduler(VariableScheduler):
 
     def _index(self, model):
         names = model.distillation_loss_names
-        if isinstance(self.loss, int) and not isinstance(self.loss, bool):
+        if is_number(self.loss, integer=True):
             if not 0 <= self.loss < len(names):
                 raise ValueError(f"LossWeightScheduler: loss index {self.loss} is out of range; the "
                                  f"Distiller has {len(names)} losses: {names}.")
-            return self.loss
+            return int(self.loss)
         if self.loss not in names:
             raise ValueError(f"LossWeightScheduler: no distillation loss named {self.loss!r}; the Distiller's "
                              f"losses are {names}.")

@@ -5,6 +5,7 @@ import warnings
 
 from keras_kd import losses as kd_losses
 from keras_kd.backend import LEGACY_KERAS, apply_gradients, keras, scale_loss, tf
+from keras_kd.losses.base import describe, is_number
 
 __all__ = ["Distiller"]
 
@@ -13,23 +14,39 @@ _CACHE_KEYS = ("teacher_outputs", "labels")
 _REDUCED_DTYPES = ("bfloat16", "float16")
 
 
+_WEIGHT_FORMULAS = {
+    "alpha": "It weights the distillation term: loss = alpha * distillation_loss + (1 - alpha) * student_loss.",
+    "student_loss_weight": "It weights the student term: loss = student_loss_weight * student_loss + "
+                           "(1 - student_loss_weight) * distillation_loss.",
+    "alpha (keras.io spelling)": "With student_loss_fn/distillation_loss_fn (the keras.io example) it weights the "
+                                 "student term: loss = alpha * student_loss + (1 - alpha) * distillation_loss.",
+}
+
+
 def _validate_alpha(alpha, what="alpha"):
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(
-            f"{what} must be a number in [0, 1], got {alpha!r}. It weights the distillation term: "
-            "loss = alpha * distillation_loss + (1 - alpha) * student_loss."
-        )
+    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"{what.split()[0]} must be a number in [0, 1], got {describe(alpha)}. "
+                         f"{_WEIGHT_FORMULAS[what]}")
     return float(alpha)
 
 
 def _validate_temperature(temperature):
-    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-            or not math.isfinite(float(temperature)) or float(temperature) <= 0.0):
+    if not is_number(temperature) or not math.isfinite(float(temperature)) or float(temperature) <= 0.0:
         raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r}. Typical values are 1 to 10 "
+            f"temperature must be a finite number > 0, got {describe(temperature)}. Typical values are 1 to 10 "
             "(higher gives softer teacher targets)."
         )
     return float(temperature)
+
+
+def _validate_loss_weights(weights):
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise ValueError(f"distillation_loss_weights must be a list with one number per loss, got {describe(weights)}.")
+    weights = list(weights)
+    for weight in weights:
+        if not is_number(weight) or not math.isfinite(float(weight)) or weight < 0:
+            raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {weights!r}.")
+    return [float(w) for w in weights]
 
 
 class _NotAModelError(TypeError, ValueError):
@@ -271,14 +288,12 @@ class Distiller(keras.Model):
             resolved.append(adapted if adapted is not None else kd_losses.get(loss))
         if weights is None:
             weights = [1.0] * len(resolved)
+        weights = _validate_loss_weights(weights)
         if len(weights) != len(resolved):
             raise ValueError(
                 f"distillation_loss_weights has {len(weights)} values but there are {len(resolved)} "
                 "distillation losses; give one weight per loss."
             )
-        for weight in weights:
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {list(weights)!r}.")
         self._distillation_losses = resolved
         # keras.distillation objects are kept as the user gave them (code written for Keras inspects and
         # serializes them); training uses their keras_kd equivalents in self._distillation_losses.
@@ -426,6 +441,7 @@ class Distiller(keras.Model):
         else:
             self._ensure_losses()
             if distillation_loss_weights is not None:
+                distillation_loss_weights = _validate_loss_weights(distillation_loss_weights)
                 if len(distillation_loss_weights) != len(self._loss_weight_variables):
                     raise ValueError(
                         f"distillation_loss_weights has {len(distillation_loss_weights)} values but there are "

@@ -10,20 +10,21 @@ curriculum can live in a YAML/JSON config.
 import math
 
 from keras_kd.backend import keras
+from keras_kd.losses.base import describe, is_number
 
 __all__ = ["Schedule", "Constant", "Linear", "Cosine", "Step", "Exponential", "Warmup", "get", "serialize"]
 
 
 def _number(value, what):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}.")
+    if not is_number(value) or not math.isfinite(float(value)):
+        raise ValueError(f"{what} must be a finite number, got {describe(value)}.")
     return float(value)
 
 
 def _steps(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer (a number of epochs or batches), got {value!r}.")
-    return value
+    if not is_number(value, integer=True) or value < 1:
+        raise ValueError(f"{what} must be a positive integer (a number of epochs or batches), got {describe(value)}.")
+    return int(value)
 
 
 class Schedule:
@@ -212,7 +213,7 @@ def get(identifier):
     """
     if isinstance(identifier, Schedule) or (callable(identifier) and not isinstance(identifier, type)):
         return identifier
-    if isinstance(identifier, (int, float)) and not isinstance(identifier, bool):
+    if is_number(identifier):
         return Constant(identifier)
     if isinstance(identifier, dict) and "class_name" in identifier:
         name = str(identifier["class_name"]).lower()

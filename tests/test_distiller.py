@@ -432,3 +432,35 @@ def test_saved_distiller_loads_compiled_and_resumes(tmp_path):
     loaded.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     for a, b in zip(distiller.student.get_weights(), loaded.student.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- numbers (issue 11, item 8)
+@pytest.mark.parametrize("number", [np.float32, np.float64, np.array])
+def test_numpy_scalars_are_accepted_wherever_a_number_is(number):
+    from keras_kd import schedules
+    from keras_kd.callbacks import LossWeightScheduler
+
+    distiller = Distiller(teacher=mlp(seed=7), student=mlp(seed=3), alpha=number(0.25), temperature=number(4),
+                          distillation_losses=[SoftTargetKLDivergence(number(2.0))],
+                          distillation_loss_weights=[number(1.0)])
+    assert float(distiller.temperature) == 4.0 and distiller._python_value(distiller.alpha) == 0.25
+    distiller.compile(optimizer="sgd", alpha=number(0.75), temperature=number(2.0),
+                      distillation_loss_weights=[number(0.5)])
+    assert float(distiller.temperature) == 2.0 and distiller.distillation_loss_weights == [0.5]
+    keras_style = Distiller(teacher=mlp(seed=7), student=mlp(seed=3), student_loss_weight=number(0.25))
+    assert keras_style.student_loss_weight == 0.25
+    assert schedules.Linear(number(4.0), number(1.0), steps=np.int64(3))(3) == 1.0
+    assert schedules.get(number(2.0))(5) == 2.0
+    assert LossWeightScheduler(np.int64(0), 1.0)._index(distiller) == 0
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0, got np.float32"):
+        SoftTargetKLDivergence(np.float32(-1.0))  # a NumPy scalar is checked, not waved through
+
+
+def test_error_messages_say_what_each_weight_weights():
+    with pytest.raises(ValueError, match=r"got '0.5' \(a str\)\. It weights the distillation term"):
+        Distiller(teacher=mlp(seed=7), student=mlp(seed=3), alpha="0.5")
+    with pytest.raises(ValueError, match=r"student_loss_weight must be a number in \[0, 1\], got 1.5\. It weights "
+                                         r"the student term: loss = student_loss_weight \* student_loss"):
+        Distiller(teacher=mlp(seed=7), student=mlp(seed=3), student_loss_weight=1.5)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got True \(a bool\)"):
+        Distiller(teacher=mlp(seed=7), student=mlp(seed=3), temperature=True)

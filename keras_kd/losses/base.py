@@ -15,6 +15,10 @@ projection) or some state (a CRD memory bank) returns a Layer from
 `state=` and leaves it out of the exported student.
 """
 
+import numbers
+
+import numpy as np
+
 from keras_kd.backend import keras, tf
 
 __all__ = ["DistillationLoss", "register_loss", "get", "serialize", "registered_names"]
@@ -164,3 +168,28 @@ def as_float32(x):
     """Casts a tensor to float32 (losses compute in float32 even under mixed precision)."""
     x = tf.convert_to_tensor(x)
     return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
+
+
+def is_number(value, integer=False):
+    """True for a real number, Python or NumPy (`4`, `4.0`, `np.float32(4)`, a 0-d array), but not a bool.
+
+    Every hyperparameter that takes a number (a temperature, alpha, a loss
+    weight, a schedule's values) is checked with this, so NumPy scalars work
+    wherever Python numbers do.
+
+    Example:
+
+    >>> import numpy as np
+    >>> [is_number(v) for v in (4, 4.0, np.float32(4), np.array(4.0), True, "4")]
+    [True, True, True, True, False, False]
+    """
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, numbers.Integral if integer else numbers.Real)
+
+
+def describe(value):
+    """`value!r` and, for anything that is not a number, its type: for error messages."""
+    return repr(value) if is_number(value) or value is None else f"{value!r} (a {type(value).__name__})"

@@ -8,7 +8,7 @@ never part of `distiller.student`.
 """
 
 from keras_kd.backend import keras, tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses.base import DistillationLoss, as_float32, describe, is_number, register_loss
 
 __all__ = [
     "ProjectionAdapter",
@@ -292,8 +292,8 @@ class AttentionTransfer(DistillationLoss):
                  reduction="sum_over_batch_size"):
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or p <= 0:
-            raise ValueError(f"AttentionTransfer p must be a number > 0, got {p!r} (the paper uses 2).")
+        if not is_number(p) or not p > 0:
+            raise ValueError(f"AttentionTransfer p must be a number > 0, got {describe(p)} (the paper uses 2).")
         self.p = float(p)
 
     def validate_shapes(self, teacher_shape, student_shape):

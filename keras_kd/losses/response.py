@@ -1,18 +1,23 @@
 """Response-based distillation: losses on the teacher's and student's final outputs."""
 
 from keras_kd.backend import tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
+import math
+
+from keras_kd.losses.base import DistillationLoss, as_float32, describe, is_number, register_loss
 
 __all__ = ["soft_target_kl_divergence", "SoftTargetKLDivergence", "reverse_kl_divergence", "ReverseKLDivergence",
            "logit_mse", "LogitMSE", "decoupled_kd", "DecoupledKD"]
 
 
 def _validate_temperature(temperature):
-    if isinstance(temperature, (int, float)):
-        if not temperature > 0 or temperature == float("inf"):
-            raise ValueError(
-                f"temperature must be a finite number > 0, got {temperature!r}. Typical values are 1 to 10."
-            )
+    """Checks a temperature given as a number (Python or NumPy); tensors (a scheduled Variable) pass as they are."""
+    if isinstance(temperature, (str, bool)) or temperature is None:
+        raise ValueError(f"temperature must be a finite number > 0, got {describe(temperature)}. "
+                         "Typical values are 1 to 10.")
+    if is_number(temperature) and not (math.isfinite(float(temperature)) and float(temperature) > 0):
+        raise ValueError(
+            f"temperature must be a finite number > 0, got {temperature!r}. Typical values are 1 to 10."
+        )
 
 
 def soft_target_kl_divergence(teacher, student, temperature=1.0, from_probabilities=False):
@@ -359,8 +364,8 @@ class DecoupledKD(DistillationLoss):
                  student_layer_name=None, name="dkd", reduction="sum_over_batch_size"):
         _validate_temperature(temperature)
         for what, value in (("alpha", alpha), ("beta", beta)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"DecoupledKD {what} must be a number >= 0, got {value!r}.")
+            if not is_number(value) or not math.isfinite(float(value)) or value < 0:
+                raise ValueError(f"DecoupledKD {what} must be a finite number >= 0, got {describe(value)}.")
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
         self.temperature = float(temperature)
