@@ -40,6 +40,7 @@ __all__ = [
     "read_idx",
     "as_tf_dataset",
     "FASHION_MNIST_ENV_VAR",
+    "check_dataset",
     "FASHION_MNIST_DEBIAN_DIR",
 ]
 
@@ -177,6 +178,52 @@ def available_datasets():
     }
 
 
+def _resolve_source(name_or_path):
+    """(name, kind) of a dataset argument, without loading anything; raises the errors load_dataset raises."""
+    name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
+    if not isinstance(name, str):
+        raise TypeError(
+            f"load_dataset expects a dataset name or a path, got {type(name_or_path).__name__} "
+            f"{name_or_path!r}. Use one of {sorted(available_datasets())} or a path to an .npz file."
+        )
+    if name in ("mnist5k", "digits", "fashion_mnist"):
+        return name, name
+    if name.startswith("keras:"):
+        short_name = name[len("keras:"):]
+        if short_name not in _KERAS_DATASETS:
+            raise ValueError(
+                f"Unknown Keras dataset {name!r}. Image classification datasets of keras.datasets are "
+                f"{', '.join('keras:' + n for n in _KERAS_DATASETS)}."
+            )
+        return name, "keras"
+    if os.path.isdir(name):
+        return name, "directory"
+    if os.path.isfile(name):
+        return name, "npz"
+    looks_like_path = os.sep in name or name.endswith(".npz") or (os.altsep and os.altsep in name)
+    known = ", ".join(repr(n) for n in available_datasets() if not n.startswith("<"))
+    if looks_like_path:
+        raise FileNotFoundError(
+            f"No file or directory at {name!r} (absolute: {os.path.abspath(name)!r}). "
+            f"Pass an existing .npz file or IDX directory, or a dataset name: {known}."
+        )
+    raise ValueError(f"Unknown dataset {name!r}. Expected one of {known}, or a path to an .npz file.")
+
+
+def check_dataset(name_or_path):
+    """Checks a `load_dataset` argument without loading anything (nor TensorFlow); returns it.
+
+    For checking a config before the long work starts: an unknown name or a
+    missing path raises the error `load_dataset` would raise.
+
+    Example:
+
+    >>> check_dataset("digits")
+    'digits'
+    """
+    return _resolve_source(name_or_path)[0]
+
+
 def load_dataset(
     name_or_path,
     *,
@@ -227,39 +274,25 @@ def load_dataset(
     ((50, 28, 28, 1), dtype('int32'), True)
     """
     _check_arguments(validation_split, limit, seed)
-    name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
-    if not isinstance(name, str):
-        raise TypeError(
-            f"load_dataset expects a dataset name or a path, got {type(name_or_path).__name__} "
-            f"{name_or_path!r}. Use one of {sorted(available_datasets())} or a path to an .npz file."
-        )
+    name, kind = _resolve_source(name_or_path)
     if data_dir is not None and name != "fashion_mnist":
         raise ValueError(
             f"data_dir={data_dir!r} only applies to 'fashion_mnist', but the dataset is {name!r}. "
             "To load a directory of IDX files, pass the directory itself as the first argument."
         )
 
-    if name == "mnist5k":
+    if kind == "mnist5k":
         raw = _load_mnist5k()
-    elif name == "digits":
+    elif kind == "digits":
         raw = _load_digits()
-    elif name == "fashion_mnist":
+    elif kind == "fashion_mnist":
         raw = _load_fashion_mnist(data_dir)
-    elif name.startswith("keras:"):
+    elif kind == "keras":
         raw = _load_keras(name[len("keras:"):])
-    elif os.path.isdir(name):
+    elif kind == "directory":
         raw = _load_idx_dir(name)
-    elif os.path.isfile(name):
-        raw = _load_npz(name)
     else:
-        looks_like_path = os.sep in name or name.endswith(".npz") or (os.altsep and os.altsep in name)
-        known = ", ".join(repr(n) for n in available_datasets() if not n.startswith("<"))
-        if looks_like_path:
-            raise FileNotFoundError(
-                f"No file or directory at {name!r} (absolute: {os.path.abspath(name)!r}). "
-                f"Pass an existing .npz file or IDX directory, or a dataset name: {known}."
-            )
-        raise ValueError(f"Unknown dataset {name!r}. Expected one of {known}, or a path to an .npz file.")
+        raw = _load_npz(name)
     return _finish(raw, name, validation_split, flatten, normalize, channels_last, limit, seed)
 
 
