@@ -57,6 +57,20 @@ class _NotAModelError(TypeError, ValueError):
     """
 
 
+def sparse_labels_are_whole(y):
+    """Checks (in the graph) that float sparse labels are whole class ids; casting would truncate 2.7 to 2.
+
+    Returns the list of assert ops to run before the labels are used (empty for integer labels).
+    """
+    if not y.dtype.is_floating:
+        return []
+    return [tf.debugging.assert_equal(
+        y, tf.round(y),
+        message="keras_kd: sparse labels must be whole class ids, but a float label has a fractional part (or is "
+                "NaN/inf), e.g. 2.7; it would be truncated silently. Pass integer class ids (y.astype('int32') "
+                "after rounding them as you mean to), or one-hot / soft labels of shape (batch, classes).")]
+
+
 def _is_built(model):
     return bool(model.built) and len(model.weights) > 0
 
@@ -580,25 +594,39 @@ class Distiller(keras.Model):
         """Per-element student loss (float32) and the padding mask (None when nothing is masked)."""
         logits32 = tf.cast(logits, tf.float32)
         if self._student_loss_fn is not None:
-            if isinstance(self._student_loss_fn, keras.losses.Loss):
-                fn = self._student_loss_fn
+            fn = self._student_loss_fn
+            ignore_class = None
+            if isinstance(fn, keras.losses.Loss):
                 config = fn.get_config()
+                ignore_class = config.get("ignore_class")
                 config["reduction"] = "none"
                 values = fn.__class__.from_config(config)(y, logits32)
             else:
-                values = self._student_loss_fn(y, logits32)
-            return tf.cast(values, tf.float32), None
+                values = fn(y, logits32)
+            # Positions the loss ignores (Keras' ignore_class, or a mask it attaches to its values) and
+            # ignore_index padding count in neither term: both means are over the real tokens, as in Keras.
+            mask = getattr(values, "_keras_mask", None)
+            mask = None if mask is None else tf.cast(mask, tf.float32)
+            if ignore_class is not None:
+                ignored = tf.cast(tf.not_equal(y, tf.cast(ignore_class, y.dtype)), tf.float32)
+                mask = ignored if len(ignored.shape) == len(values.shape) else mask
+            padding = self._label_mask(y, len(logits.shape))
+            if padding is not None and len(padding.shape) == len(values.shape):
+                mask = padding if mask is None else mask * padding
+            return tf.cast(values, tf.float32), mask
         kind = self._check_labels(y, logits)
         if kind == "categorical":
             return tf.nn.softmax_cross_entropy_with_logits(tf.cast(y, tf.float32), logits32), None
         if len(y.shape) == len(logits.shape):
             y = tf.squeeze(y, -1)
         classes = logits.shape[-1]
+        whole = sparse_labels_are_whole(y)
         labels = tf.cast(y, tf.int32)
         mask = self._label_mask(labels, len(logits.shape))
         safe_labels = labels if mask is None else tf.where(mask > 0, labels, tf.zeros_like(labels))
+        checks = whole
         if classes is not None:
-            checks = [
+            checks = checks + [
                 tf.debugging.assert_non_negative(
                     safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
                     f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
@@ -608,6 +636,7 @@ class Distiller(keras.Model):
                     message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
                     "The student has too few outputs for these labels, or the labels are not 0-based."),
             ]
+        if checks:
             # The cross-entropy kernel rejects bad labels with its own message; make it wait for ours.
             with tf.control_dependencies(checks):
                 safe_labels = tf.identity(safe_labels)

@@ -1,0 +1,91 @@
+"""The Distiller on the inputs that used to give quietly wrong results (issue 11, items 1-4).
+
+Padding ignored by Keras' own student loss, non-finite batches, a teacher that
+ends in softmax, and float labels with a fractional part.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from keras_kd.backend import keras, tf
+from keras_kd.distiller import Distiller
+from keras_kd.losses import SoftTargetKLDivergence, TokenKLDivergence
+from tests.helpers import mlp, numpy_kd, toy_data
+
+VOCAB, SEQ = 7, 5
+
+
+def _token_model(seed, hidden):
+    return keras.Sequential([keras.Input((SEQ,), dtype="int32"),
+                             keras.layers.Embedding(VOCAB, hidden, embeddings_initializer=keras.initializers.RandomNormal(
+                                 seed=seed)),
+                             keras.layers.Dense(VOCAB, kernel_initializer=keras.initializers.GlorotUniform(seed))])
+
+
+def _padded_tokens(pad=-100):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, VOCAB, size=(8, SEQ)).astype("int32")
+    y = rng.integers(1, VOCAB, size=(8, SEQ)).astype("int32")
+    lengths = np.array([5, 1, 2, 3, 1, 4, 2, 1])  # more than half of the positions are padding
+    y[np.arange(SEQ)[None, :] >= lengths[:, None]] = pad
+    return x, y
+
+
+def _token_kl_over_real_tokens(teacher, student, x, y, pad, temperature):
+    mask = (y != pad).astype("float64")
+    kl = numpy_kd(teacher.predict(x, verbose=0), student.predict(x, verbose=0), temperature)
+    return float((kl * mask).sum() / mask.sum())
+
+
+@pytest.mark.parametrize("pad", [-100, 0])
+def test_keras_student_loss_with_ignore_class_averages_over_real_tokens(pad):
+    x, y = _padded_tokens(pad)
+    teacher, student = _token_model(1, 16), _token_model(2, 4)
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=pad)
+    distiller = Distiller(teacher, student, distillation_losses=TokenKLDivergence(2.0, ignore_index=pad),
+                          alpha=0.4).compile(optimizer="sgd", student_loss=keras_loss)
+    logs = distiller.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    expected_student = float(keras_loss(y, student.predict(x, verbose=0)))  # Keras' own value on this batch
+    expected_kd = _token_kl_over_real_tokens(teacher, student, x, y, pad, 2.0)
+    assert logs["student_loss"] == pytest.approx(expected_student, rel=1e-5)
+    assert logs["distillation_loss"] == pytest.approx(expected_kd, rel=1e-5)
+    assert logs["loss"] == pytest.approx(0.4 * expected_kd + 0.6 * expected_student, rel=1e-5)
+
+
+def test_student_loss_function_with_ignore_class_and_sample_weights_average_over_real_tokens():
+    x, y = _padded_tokens()
+    teacher, student = _token_model(1, 16), _token_model(2, 4)
+    expected_student = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=-100)(
+        y, student.predict(x, verbose=0)))
+    expected_kd = _token_kl_over_real_tokens(teacher, student, x, y, -100, 1.0)
+
+    def loss_function(labels, logits):  # a plain function: its mask rides on the values, as in Keras
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True, ignore_class=-100)
+
+    distiller = Distiller(teacher, student, distillation_losses=TokenKLDivergence(1.0)).compile(
+        optimizer="sgd", student_loss=loss_function)
+    logs = distiller.evaluate(x, y, batch_size=8, return_dict=True, verbose=0)
+    assert logs["student_loss"] == pytest.approx(expected_student, rel=1e-5)
+    assert logs["distillation_loss"] == pytest.approx(expected_kd, rel=1e-5)
+    # A 0/1 sample weight marks the same tokens: the same means, with any student loss.
+    weights = (y != -100).astype("float32")
+    labels = np.where(y == -100, 0, y)
+    distiller = Distiller(teacher, student, distillation_losses=TokenKLDivergence(1.0)).compile(
+        optimizer="sgd", student_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logs = distiller.evaluate(x, labels, sample_weight=weights, batch_size=8, return_dict=True, verbose=0)
+    assert logs["student_loss"] == pytest.approx(expected_student, rel=1e-5)
+    assert logs["distillation_loss"] == pytest.approx(expected_kd, rel=1e-5)
+
+
+def test_float_labels_with_a_fraction_are_rejected():
+    x, y = toy_data(n=32)
+    distiller = Distiller(mlp(seed=7), mlp(seed=3)).compile(optimizer="sgd")
+    whole = distiller.evaluate(x, y.astype("float32"), verbose=0, return_dict=True)  # 2.0 is a class id
+    assert np.isfinite(whole["loss"])
+    fractional = y.astype("float32")
+    fractional[5] = 1.7
+    with pytest.raises(Exception, match="sparse labels must be whole class ids, but a float label has a "
+                                        "fractional part"):
+        distiller.fit(x, fractional, epochs=1, verbose=0)
