@@ -97,11 +97,15 @@ def _single_output_shape(model):
 
 
 def _output_activation_is_softmax(model):
+    """True when the model's last layer (looking inside a nested last model) outputs softmax probabilities."""
     layers = getattr(model, "layers", None)
     if not layers:
         return False
-    activation = getattr(layers[-1], "activation", None)
-    return getattr(activation, "__name__", "") == "softmax" or type(layers[-1]).__name__ == "Softmax"
+    last = layers[-1]
+    if isinstance(last, keras.Model):
+        return _output_activation_is_softmax(last)
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
 
 
 def _is_keras_loss_object(loss):
@@ -326,6 +330,23 @@ class Distiller(keras.Model):
             self.temperature.assign(configured[0])
         self._update_temperature_ratios()
         self._build_taps()
+        self._warn_if_teacher_gives_probabilities()
+
+    def _warn_if_teacher_gives_probabilities(self):
+        """Warns when a softmax teacher feeds a loss that expects logits (softmax(p / T) is nearly uniform)."""
+        if not _output_activation_is_softmax(self.teacher):
+            return
+        on_logits = [loss.name for loss in self._distillation_losses
+                     if loss.teacher_layer_name is None and not getattr(loss, "from_probabilities", False)]
+        if on_logits:
+            warnings.warn(
+                f"The teacher {self.teacher.name!r} ends in a softmax, so it gives probabilities, but the "
+                f"distillation losses {on_logits} expect logits: softmax(p / T) of probabilities is nearly "
+                "uniform, so the student would learn from flattened targets. Build the teacher's last layer with "
+                "activation=None (and copy its weights), or use losses that take probabilities, e.g. "
+                "distillation_losses=keras_kd.losses.SoftTargetKLDivergence(from_probabilities=True), which "
+                "works from log(p) (softmax(log(p) / T) is the teacher's softened distribution).", stacklevel=4,
+            )
 
     def _update_temperature_ratios(self):
         """Each temperature-using loss's temperature as a multiple of `self.temperature`.

@@ -89,3 +89,33 @@ def test_float_labels_with_a_fraction_are_rejected():
     with pytest.raises(Exception, match="sparse labels must be whole class ids, but a float label has a "
                                         "fractional part"):
         distiller.fit(x, fractional, epochs=1, verbose=0)
+
+
+def _softmax_teacher(nested=False):
+    head = keras.layers.Dense(3, activation="softmax")
+    if nested:
+        return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+                                 keras.Sequential([keras.Input((16,)), head])], name="nested_softmax_teacher")
+    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), head],
+                            name="softmax_teacher")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_teacher_ending_in_softmax_warns_with_the_fix(nested):
+    teacher = _softmax_teacher(nested)
+    with pytest.warns(UserWarning, match=rf"The teacher '{teacher.name}' ends in a softmax, so it gives "
+                                         r"probabilities.*SoftTargetKLDivergence\(from_probabilities=True\)"):
+        Distiller(teacher, mlp(seed=3)).compile(optimizer="sgd")
+    logits_teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="softmax"),
+                                       keras.layers.Dense(3)])  # a softmax inside is not the output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Distiller(logits_teacher, mlp(seed=3)).compile(optimizer="sgd")
+        # A loss told that the teacher gives probabilities is the fix: no warning, and the right targets.
+        distiller = Distiller(teacher, mlp(seed=3), distillation_losses=SoftTargetKLDivergence(
+            2.0, from_probabilities=True), alpha=1.0).compile(optimizer="sgd")
+    x, y = toy_data(n=16)
+    logs = distiller.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
+    log_p = np.log(teacher.predict(x, verbose=0))
+    expected = numpy_kd(log_p, distiller.student.predict(x, verbose=0), 2.0).mean()
+    assert logs["distillation_loss"] == pytest.approx(expected, rel=1e-4)
