@@ -869,11 +869,41 @@ class Distiller(keras.Model):
             "check_finite": self.check_finite,
         }
 
+    @staticmethod
+    def _deserialize_model(config, custom_objects):
+        """Rebuilds the teacher or student, with the optimizer it was compiled with built so its state loads.
+
+        A teacher compiled and trained before distillation is saved with its optimizer's slots, built while it
+        was trainable. Keras would compile the loaded (frozen) copy with an optimizer built over no variables,
+        then skip its saved state with a warning; building it over the model's variables, as when they were
+        trainable, restores that state.
+        """
+        compile_config = config.get("compile_config") if isinstance(config, dict) else None
+        if not compile_config:
+            return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+        config = {key: value for key, value in config.items() if key != "compile_config"}
+        model = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+        layers, stack = [], [model]
+        while stack:
+            layer = stack.pop()
+            layers.append(layer)
+            stack.extend(getattr(layer, "layers", []))
+        frozen = [(layer, layer.trainable) for layer in layers]
+        for layer, _ in frozen:
+            layer.trainable = True
+        try:
+            with keras.saving.custom_object_scope(custom_objects or {}):
+                model.compile_from_config(compile_config)
+        finally:
+            for layer, trainable in frozen:
+                layer.trainable = trainable
+        return model
+
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"], custom_objects=custom_objects)
-        config["student"] = keras.saving.deserialize_keras_object(config["student"], custom_objects=custom_objects)
+        config["teacher"] = cls._deserialize_model(config["teacher"], custom_objects)
+        config["student"] = cls._deserialize_model(config["student"], custom_objects)
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(l, custom_objects=custom_objects) if isinstance(l, dict) else l
             for l in config["distillation_losses"]
