@@ -222,6 +222,7 @@ class Distiller(keras.Model):
         if student_loss_weight is not None:
             alpha = 1.0 - _validate_alpha(student_loss_weight, "student_loss_weight")
         self._alpha_from_student_loss_weight = student_loss_weight is not None
+        self._weights_given = student_loss_weight is not None or alpha is not None
         # Python values as given, returned by the properties while the Variables still hold them (the
         # Variables are float32: 1 - float32(0.3) is not 0.7, and keras.distillation code compares them).
         self._given_values = {}
@@ -437,8 +438,24 @@ class Distiller(keras.Model):
 
     # --------------------------------------------------------------- compile
     def compile(self, optimizer="adam", loss=None, metrics=None, student_loss=None, distillation_loss=None,
-                alpha=None, temperature=None, distillation_loss_weights=None, **kwargs):
+                alpha=None, temperature=None, distillation_loss_weights=None, student_loss_fn=None,
+                distillation_loss_fn=None, **kwargs):
         """Configures training and returns the Distiller, so `.compile(...).fit(...)` chains.
+
+        Two spellings are accepted, and `alpha` means what it means in each:
+
+        * keras_kd (and Hinton et al.): `alpha` weights the distillation term,
+          `loss = alpha * distillation_loss + (1 - alpha) * student_loss`.
+        * the keras.io knowledge-distillation example, recognised by
+          `student_loss_fn` / `distillation_loss_fn`: `alpha` weights the
+          *student* term, `loss = alpha * student_loss + (1 - alpha) *
+          distillation_loss`, with that example's defaults (`alpha=0.1`,
+          `temperature=3`). It is `keras.distillation`'s `student_loss_weight`;
+          `distiller.alpha` then holds `1 - alpha` and
+          `distiller.student_loss_weight` the value given.
+
+        Mixing the two spellings in one call is an error, so the weighting is
+        never inverted silently.
 
         Args:
             optimizer: the student's optimizer.
@@ -448,15 +465,59 @@ class Distiller(keras.Model):
                 categorical cross-entropy from logits, chosen by label rank.
             distillation_loss: replaces the distillation losses given to the
                 constructor (a loss, name, or list).
-            alpha: weight of the distillation term in [0, 1].
+            alpha: weight of the distillation term in [0, 1] (of the student
+                term with the keras.io spelling).
             temperature: temperature > 0.
             distillation_loss_weights: one weight per distillation loss.
+            student_loss_fn: keras.io spelling of `student_loss`.
+            distillation_loss_fn: keras.io spelling: a Keras loss applied to
+                `softmax(z_t / T)` and `softmax(z_s / T)`, times `T**2`
+                (`keras.losses.KLDivergence()` gives the soft-target KL).
             **kwargs: passed to `keras.Model.compile` (`jit_compile`,
                 `steps_per_execution`, ...).
 
         Returns:
             The Distiller.
+
+        Example (the keras.io example, unchanged):
+
+        ```python
+        distiller = keras_kd.Distiller(student=student, teacher=teacher)
+        distiller.compile(
+            optimizer=keras.optimizers.Adam(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+            student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=0.1,        # weights the student loss, as in that example
+            temperature=10,
+        )
+        ```
         """
+        keras_io = student_loss_fn is not None or distillation_loss_fn is not None
+        if keras_io:
+            mixed = [name for name, value in (("student_loss", student_loss), ("loss", loss),
+                                              ("distillation_loss", distillation_loss)) if value is not None]
+            if mixed:
+                raise ValueError(
+                    f"compile() got the keras.io spelling (student_loss_fn/distillation_loss_fn, where alpha weights "
+                    f"the student loss) together with keras_kd's {mixed} (where alpha weights the distillation "
+                    "loss). Use one spelling: student_loss_fn= and distillation_loss_fn=, or student_loss= and "
+                    "distillation_loss=."
+                )
+            student_loss = student_loss_fn
+            if alpha is not None or not self._weights_given:
+                student_loss_weight = _validate_alpha(0.1 if alpha is None else alpha, "alpha (keras.io spelling)")
+                self._remember(self.alpha, 1.0 - student_loss_weight)
+                self._alpha_from_student_loss_weight = True
+                self._given_student_loss_weight = student_loss_weight
+                alpha = None
+            if temperature is None and not self._explicit_temperature:
+                temperature = 3.0  # the example's default
+            if distillation_loss_fn is not None:
+                from keras_kd.losses.compat import from_keras_io_distillation_loss_fn
+
+                distillation_loss = from_keras_io_distillation_loss_fn(
+                    distillation_loss_fn, _validate_temperature(temperature or float(self.temperature.numpy())))
         if loss is not None and student_loss is not None:
             raise ValueError("Pass the student's loss as student_loss=... or as loss=... (keras spelling), not both.")
         if kwargs.get("loss_weights") is not None:

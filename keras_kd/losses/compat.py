@@ -1,17 +1,23 @@
-"""Accepting `keras.distillation` loss objects (Keras >= 3.12) in a keras_kd Distiller.
+"""Accepting `keras.distillation` loss objects (Keras >= 3.12), and the keras.io example's, in a keras_kd Distiller.
 
 `LogitsDistillation` and `FeatureDistillation` keep their meaning, with one
 deliberate fix: `LogitsDistillation(loss="kl_divergence")`, its default,
 resolves in Keras to the *function* `keras.losses.kl_divergence`, which then
 receives raw logits (no softmax, no `T**2`). Here it becomes
 `SoftTargetKLDivergence`, the loss it was meant to be.
+
+The keras.io knowledge-distillation example passes `distillation_loss_fn`, a
+Keras loss applied to `softmax(z_t / T)` and `softmax(z_s / T)` and multiplied
+by `T**2`: `from_keras_io_distillation_loss_fn` gives the keras_kd loss that
+computes the same value (`SoftTargetKLDivergence` for `KLDivergence`).
 """
 
 from keras_kd.backend import keras, tf
 from keras_kd.losses.base import DistillationLoss, as_float32
-from keras_kd.losses.response import SoftTargetKLDivergence
+from keras_kd.losses.response import SoftTargetKLDivergence, _validate_temperature
 
-__all__ = ["from_keras_distillation_loss", "KerasDistillationLoss"]
+__all__ = ["from_keras_distillation_loss", "KerasDistillationLoss", "from_keras_io_distillation_loss_fn",
+           "SoftenedProbabilitiesLoss"]
 
 
 def _is_kl(loss_fn):
@@ -137,3 +143,72 @@ def from_keras_distillation_loss(loss):
         return KerasDistillationLoss(inner, kind="features", teacher_layer_name=loss.teacher_layer_name,
                                      student_layer_name=loss.student_layer_name)
     return _CustomKerasDistillationLoss(loss)
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class SoftenedProbabilitiesLoss(DistillationLoss):
+    """A Keras loss applied to softened probabilities, as the keras.io distillation example does.
+
+    `L = T**2 * loss(softmax(z_t / T), softmax(z_s / T))`, per example.
+
+    Args:
+        loss: a Keras loss (name, function or instance) taking `(y_true, y_pred)` probabilities.
+        temperature: initial temperature, > 0.
+        teacher_layer_name, student_layer_name: layers to read.
+        name: name in logs.
+
+    Example:
+
+    ```python
+    loss = SoftenedProbabilitiesLoss(keras.losses.MeanSquaredError(), temperature=4.0)
+    ```
+    """
+
+    uses_temperature = True
+
+    def __init__(self, loss="kl_divergence", temperature=3.0, teacher_layer_name=None, student_layer_name=None,
+                 name="softened_probabilities_loss", reduction="sum_over_batch_size"):
+        _validate_temperature(temperature)
+        super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
+                         reduction=reduction)
+        self.loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+        self.temperature = float(temperature)
+
+    def compute(self, teacher, student, temperature=None, **context):
+        temperature = as_float32(self.temperature if temperature is None else temperature)
+        teacher = tf.nn.softmax(as_float32(teacher) / temperature, axis=-1)
+        student = tf.nn.softmax(as_float32(student) / temperature, axis=-1)
+        return _per_example(self.loss, teacher, student) * tf.square(temperature)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(loss=keras.losses.serialize(self.loss), temperature=self.temperature)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["loss"] = keras.losses.deserialize(config["loss"])
+        return cls(**config)
+
+
+def from_keras_io_distillation_loss_fn(loss_fn, temperature):
+    """The keras_kd loss for the keras.io example's `distillation_loss_fn` at `temperature`.
+
+    `KLDivergence` (the example's choice) becomes `SoftTargetKLDivergence`, the
+    same value computed from `log_softmax` (no clipping of small
+    probabilities); any other Keras loss is applied to the softened
+    probabilities as the example does.
+
+    Example:
+
+    >>> type(from_keras_io_distillation_loss_fn(keras.losses.KLDivergence(), 10.0)).__name__
+    'SoftTargetKLDivergence'
+    """
+    if isinstance(loss_fn, DistillationLoss):
+        return loss_fn
+    if _is_kl(loss_fn):
+        return SoftTargetKLDivergence(temperature=temperature)
+    if not (isinstance(loss_fn, (str, dict)) or callable(loss_fn)):
+        raise ValueError(f"distillation_loss_fn must be a Keras loss (name, function or instance), got {loss_fn!r}.")
+    return SoftenedProbabilitiesLoss(loss_fn, temperature=temperature)
