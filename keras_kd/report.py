@@ -24,7 +24,7 @@ from typing import Optional
 
 from keras_kd.files import atomic_write
 
-__all__ = ["ReportRow", "build_report", "load_report", "render_markdown", "pareto_front"]
+__all__ = ["ReportRow", "build_report", "load_report", "render_markdown", "render_history", "pareto_front"]
 
 REPORT_VERSION = 1
 _MARKDOWN = "report.md"
@@ -230,6 +230,33 @@ def render_markdown(rows, title=None):
             "",
             "\\* on the accuracy / host-latency Pareto front (no other model is both faster and more accurate).",
         ]
+    return "\n".join(lines) + "\n"
+
+
+def render_history(history, title=None):
+    """A per-epoch Markdown table of a training history (`History.history` or a run's history.json).
+
+    Example:
+
+    >>> print(render_history({"loss": [0.9, 0.5], "val_accuracy": [0.8, 0.9]}).splitlines()[2])
+    | 1 | 0.9000 | 0.8000 |
+    """
+    if not isinstance(history, dict) or not history:
+        raise ValueError(f"history must be a non-empty dict of per-epoch lists, got {history!r}.")
+    keys = list(history)
+    bad = [key for key in keys if not isinstance(history[key], list)]
+    if bad:
+        raise ValueError(f"history values must be per-epoch lists; not lists: {bad}.")
+    epochs = max(len(history[key]) for key in keys)
+    lines = [f"# {_escape(title)}", ""] if title else []
+    lines += ["| Epoch | " + " | ".join(_escape(key) for key in keys) + " |",
+              "|---:|" + "---:|" * len(keys)]
+    for epoch in range(epochs):
+        cells = []
+        for key in keys:
+            values = history[key]
+            cells.append(f"{float(values[epoch]):.4f}" if epoch < len(values) else _MISSING)
+        lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
