@@ -35,6 +35,17 @@ def _final_mode():
     return 0o666 & ~_umask()
 
 
+# multi-part extensions that writers check for in full (Keras' save_weights wants ".weights.h5")
+_COMPOUND_EXTENSIONS = (".weights.h5", ".weights.json")
+
+
+def _extension(name):
+    for extension in _COMPOUND_EXTENSIONS:
+        if name.endswith(extension) and name != extension:
+            return extension
+    return os.path.splitext(name)[1]
+
+
 def _temporary_pattern(name, extension):
     # group 1: the pid of the writer (absent in the names older versions used)
     return re.compile(
@@ -77,7 +88,7 @@ def remove_stale_temporaries(path):
     """
     folder = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
-    pattern = _temporary_pattern(name, os.path.splitext(name)[1])
+    pattern = _temporary_pattern(name, _extension(name))
     removed = []
     try:
         entries = os.listdir(folder)
@@ -113,7 +124,7 @@ def make_temporary(path):
     name = os.path.basename(path)
     remove_stale_temporaries(path)
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{name}.{os.getpid()}.", suffix=".tmp" + os.path.splitext(name)[1], dir=folder
+        prefix=f".{name}.{os.getpid()}.", suffix=".tmp" + _extension(name), dir=folder
     )
     os.close(handle)
     # mkstemp creates the file 0600 whatever the umask; the final file gets the user's usual permissions
@@ -124,7 +135,8 @@ def make_temporary(path):
 def atomic_write(path, write):
     """Calls `write(temporary_path)` for a temp file beside `path`, then renames it to `path`.
 
-    The temp file keeps `path`'s extension (Keras' `model.save` checks it). On
+    The temp file keeps `path`'s extension (Keras' `model.save` checks it;
+    `.weights.h5` is kept whole for `save_weights`). On
     any error, including KeyboardInterrupt, the temp file is removed and an
     existing file at `path` is left as it was. The file gets the permissions
     the umask gives a new file (0644 under the usual umask 022), not

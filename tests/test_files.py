@@ -147,3 +147,9 @@ def test_check_writable_folder_on_a_read_only_folder(tmp_path):
             check_writable_folder(str(folder / "a.tflite"))
     finally:
         os.chmod(folder, 0o755)
+
+
+def test_temp_file_keeps_the_keras_weights_extension(tmp_path):
+    seen = []
+    atomic_write(str(tmp_path / "epoch_3.weights.h5"), seen.append)
+    assert seen[0].endswith(".weights.h5")
