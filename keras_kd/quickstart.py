@@ -225,9 +225,11 @@ def run_quickstart(out_dir="keras_kd_quickstart", dataset="mnist5k", teacher_epo
     _say(quiet, f"[5/6] host latency, 1 thread: float32 {latency['student_float32'].p50_ms:.3f} ms, "
                 f"INT8 {latency['student_int8_qat'].p50_ms:.3f} ms")
 
+    from keras_kd.files import atomic_write
+
     for path, model in ((os.path.join(out_dir, "teacher.keras"), teacher),
                         (os.path.join(out_dir, "student_distilled.keras"), student)):
-        model.save(path)
+        atomic_write(path, model.save)
     rows = [
         ReportRow("teacher (Keras)", teacher.count_params(), None, teacher_accuracy, keras_latency.p50_ms),
         ReportRow("student from scratch (Keras)", scratch.count_params(), None, scratch_accuracy),

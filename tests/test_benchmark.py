@@ -586,3 +586,16 @@ def test_script_failed_run_cleans_up(fake_adb, files):
     assert "Didn't find op for builtin opcode" in done.stdout
     assert "printed no timings" in done.stderr
     assert fake_adb.device_files() == []
+
+
+def test_cli_android_passes_warmup_and_no_xnnpack(fake_adb, files, capsys):
+    from keras_kd.cli import main
+
+    model, binary = files
+    assert main(["benchmark", model, "--android", "--benchmark-binary", binary, "--warmup", "7", "--no-xnnpack",
+                 "--runs", "50", "--threads", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["warmup_runs"], result["use_xnnpack"], result["num_threads"]) == (7, False, 2)
+    run = next(c for c in _shell_commands(fake_adb.calls()) if "--graph=" in c).split()
+    for flag in ("--warmup_runs=7", "--use_xnnpack=false", "--num_runs=50", "--num_threads=2"):
+        assert flag in run

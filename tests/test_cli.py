@@ -2,15 +2,20 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from keras_kd.cli import build_parser, main
+from keras_kd.cli import DISTILL_OUTPUT, QUICKSTART_OUTPUT, build_parser, main, validate_distill_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE_CONFIGS = sorted(
+    os.path.join(ROOT, "examples", "configs", name) for name in os.listdir(os.path.join(ROOT, "examples", "configs"))
+)
+MODEL = {"module": "keras", "class_name": "Sequential", "config": {"name": "m", "layers": []}}
 
 
 def test_help_lists_every_command(capsys):
@@ -92,3 +97,226 @@ def test_quickstart_small_writes_a_report(tmp_path):
     from keras_kd.cli import main as cli_main
 
     assert cli_main(["report", str(out)]) == 0
+
+
+
+# --------------------------------------------------------------------------- issue 11, items 12-15
+
+
+def _config(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    path.write_text("teacher: {module: keras, class_name: Sequential, config: {layers: []}}\n"
+                    "student: {module: keras, class_name: Sequential, config: {layers: []}}\n"
+                    f"output: {tmp_path / 'run'}\n" + text)
+    return str(path)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("epochs: three", r"epochs: got the string 'three'; expected a positive whole number"),
+    ("epochs: '3'", r"epochs: got the string '3' \(remove the quotes\)"),
+    ("epochs: 2.7", r"epochs: got 2\.7, which has a fraction; it is not rounded for you; expected a positive whole"),
+    ("batch_size: -5", r"batch_size: got -5; expected a positive whole number"),
+    ("alpha: 1.5", r"alpha: got 1\.5; expected a number in \[0, 1\]"),
+    ("temperature: 0", r"temperature: got 0; expected a number > 0"),
+    ("qat: yes please", r"qat: got the string 'yes please'; expected true or false"),
+    ("dataset: mnist6k", r"dataset: Unknown dataset 'mnist6k'"),
+    ("schedules: {temperature: {start: 4, end: 2, steps: 3}}",
+     r"schedules\.temperature: got a dict .* without a class_name; write it as "
+     r"\{class_name: Linear, config: \{start: 4, end: 2, steps: 3\}\}"),
+])
+def test_config_errors_name_the_key_the_value_and_the_form(tmp_path, capsys, line, expected):
+    assert main(["distill", _config(tmp_path, line + "\n")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(expected, err), err
+    assert "examples/configs/" in err
+    assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def test_every_config_problem_is_listed_at_once(tmp_path, capsys):
+    assert main(["distill", _config(tmp_path, "epochs: three\nbatch_size: -5\nstudnet: x\n")]) == 2
+    err = capsys.readouterr().err
+    assert "has 3 problems" in err and "epochs:" in err and "batch_size:" in err and "'studnet'" in err
+
+
+def test_config_is_checked_before_tensorflow_loads(tmp_path):
+    config = _config(tmp_path, "epochs: three\n")
+    code = ("import sys; from keras_kd.cli import main; code = main(['distill', %r]); "
+            "sys.exit(10 + code if 'tensorflow' in sys.modules else code)" % config)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "epochs: got the string 'three'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_schedule_class_is_named_before_data_or_models_load(tmp_path, capsys, monkeypatch):
+    import keras_kd.data
+
+    monkeypatch.setattr(keras_kd.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded before checks"))
+    config = _config(tmp_path, "schedules: {alpha: {class_name: Linaer, config: {start: 1, end: 0, steps: 2}}}\n")
+    assert main(["distill", config]) == 2
+    err = capsys.readouterr().err
+    assert "schedules.alpha: Unknown schedule 'Linaer'" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=os.path.basename)
+def test_example_configs_validate(path, tmp_path, monkeypatch):
+    import yaml
+
+    from keras_kd import cli
+    from keras_kd.backend import keras
+
+    with open(path) as handle:
+        config = yaml.safe_load(handle)
+    monkeypatch.chdir(tmp_path)  # the models the examples name, as `keras-kd quickstart` leaves them
+    for key in ("teacher", "student"):
+        if isinstance(config[key], str):
+            os.makedirs(os.path.dirname(config[key]) or ".", exist_ok=True)
+            open(config[key], "w").close()
+    settings = validate_distill_config(config, source=path)
+    assert settings["epochs"] >= 1 and settings["dataset"]
+    assert cli._build_schedule_callbacks(settings["schedules"])
+    assert cli._build_optimizer(settings["optimizer"])
+    for key in ("teacher", "student"):
+        if isinstance(config[key], dict):
+            model = keras.saving.deserialize_keras_object(config[key])
+            assert model.count_params() > 0
+
+
+def test_help_points_to_the_example_configs(capsys):
+    for argv in (["--help"], ["distill", "--help"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)
+        assert "examples/configs/" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["distill", "--help"])
+    out = capsys.readouterr().out
+    for key in ("epochs: a positive whole number", "schedules:", "--restart"):
+        assert key in out
+
+
+def test_default_run_folders_are_ignored_by_git():
+    if not os.path.isdir(os.path.join(ROOT, ".git")):
+        pytest.skip("not a git checkout")
+    for folder in (QUICKSTART_OUTPUT, DISTILL_OUTPUT, "keras_kd_runs"):
+        result = subprocess.run(["git", "check-ignore", "-q", f"{folder}/report.md"], cwd=ROOT)
+        assert result.returncode == 0, f"{folder}/ is not in .gitignore"
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "checkpoint" / "epoch_2.weights.h5").write_bytes(b"")
+    (run / "checkpoint" / "state.json").write_text(json.dumps({"epoch": 2, "weights": "epoch_2.weights.h5"}))
+    config = _config(tmp_path, "epochs: 4\nbatch_size: 32\n")
+    stored = validate_distill_config({**__import__("yaml").safe_load(open(config)), "batch_size": 64})
+    stored["output"] = str(run)
+    (run / "run_config.json").write_text(json.dumps(stored))
+    assert main(["distill", config]) == 2
+    err = capsys.readouterr().err
+    assert "holds a checkpoint of a run with other settings (changed: batch_size)" in err and "--restart" in err
+
+
+def test_report_of_a_distill_run_folder_without_a_report(tmp_path, capsys):
+    (tmp_path / "history.json").write_text(json.dumps({"loss": [0.9, 0.5], "val_accuracy": [0.8, 0.9]}))
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| Epoch | loss | val_accuracy |" in out and "| 2 | 0.5000 | 0.9000 |" in out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    assert "holds neither report.json nor history.json" in capsys.readouterr().err
+
+
+def test_export_without_calibration_names_the_flag(tmp_path, capsys):
+    from keras_kd.backend import keras
+
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "m.keras")
+    assert main(["export", str(tmp_path / "m.keras")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --calibration FILE.npy" in err and "shape (N, 6)" in err and "--quantization float16" in err
+    assert "representative_data=" not in err
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+
+def _tiny_models(tmp_path):
+    from keras_kd.backend import keras
+    from keras_kd.quickstart import build_student
+
+    keras.utils.set_random_seed(0)
+    teacher = build_student((8, 8, 1), 10, width=8, hidden=32, name="t")
+    teacher.save(tmp_path / "teacher.keras")
+    build_student((8, 8, 1), 10, width=4, hidden=16, name="s").save(tmp_path / "student.keras")
+
+
+_KILL_AFTER_EPOCH_2 = """
+import os, sys
+from keras_kd import cli
+from keras_kd.backend import keras
+
+original = cli._run_callbacks
+
+def with_a_kill(*args, **kwargs):
+    history, callbacks = original(*args, **kwargs)
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == 2:
+                os._exit(9)  # as kill -9: no cleanup
+
+    return history, [*callbacks, Kill()]
+
+cli._run_callbacks = with_a_kill
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_distill_resumes_after_a_kill(tmp_path):
+    _tiny_models(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"teacher: {tmp_path / 'teacher.keras'}\nstudent: {tmp_path / 'student.keras'}\ndataset: digits\n"
+        "epochs: 4\nlimit: 128\nbatch_size: 32\nalpha: 0.7\ntemperature: 5\n"
+        "schedules:\n  temperature: {class_name: Linear, config: {start: 5, end: 2, steps: 3}}\n"
+        "  alpha: {class_name: Linear, config: {start: 0.7, end: 0.4, steps: 3}}\n"
+        f"output: {tmp_path / 'run'}\n"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_EPOCH_2, "distill", str(config), "--json"],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert killed.returncode == 9, killed.stderr[-3000:]
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state == {"epoch": 2, "weights": "epoch_2.weights.h5"}
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())["loss"]) == 2
+
+    resumed = subprocess.run([sys.executable, "-m", "keras_kd.cli", "distill", str(config), "--json"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["resumed_from_epoch"] == 2
+    history = summary["history"]
+    assert history["temperature"] == pytest.approx([5.0, 4.0, 3.0, 2.0])
+    assert history["alpha"] == pytest.approx([0.7, 0.6, 0.5, 0.4])
+    assert len(history["loss"]) == 4
+    assert summary["optimizer_iterations"] == 4 * 4  # 128 samples / 32 per step, 4 epochs: the state came back
+    assert not (tmp_path / "run" / "checkpoint").exists()  # the student is saved: the checkpoint is gone
+    assert main(["report", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.slow
+def test_cli_output_is_the_products_own_lines_unless_verbose(tmp_path):
+    from keras_kd.backend import keras
+
+    keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)]).save(tmp_path / "m.keras")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    command = [sys.executable, "-m", "keras_kd.cli", "export", str(tmp_path / "m.keras"), "--quantization", "none"]
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert quiet.stderr == ""
+    assert [line.split(" ")[0] for line in quiet.stdout.splitlines()] == ["wrote"]
+    verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, env=env, timeout=300)
+    assert verbose.returncode == 0 and verbose.stderr != ""  # TensorFlow's own lines, shown on request
