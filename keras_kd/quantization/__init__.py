@@ -1,9 +1,12 @@
 """Quantization-aware training (QAT) for Keras 3 models, converted to int8 by TFLite.
 
-`quantize_model(model)` returns a copy of a Sequential/Functional model with
-BatchNormalization folded, ReLUs fused and int8 fake quantization placed where
-the TFLite converter quantizes, so that `tf.lite.TFLiteConverter` with
-`Optimize.DEFAULT` produces an int8 model without representative data.
+`quantize_model(model)` returns a copy of a Sequential/Functional model laid out
+as TFLite runs it in int8 (BatchNormalization folded, ReLUs fused, separable
+convolutions split, activations and layer norms in their int8 ops) with fake
+quantization wherever TFLite gives a tensor its own scale, so that
+`keras_kd.export.to_tflite` writes an all-int8 file without representative data.
+What each layer type becomes is one row of the registry
+(`keras_kd.quantization.registry`); users add rows by passing `QuantizeRule`s.
 Under tf_keras (`TF_USE_LEGACY_KERAS=1`) it uses tensorflow-model-optimization.
 
 Example:
@@ -16,38 +19,34 @@ assert is_quantization_aware(qat_student)
 ```
 """
 
-from keras_kd.quantization.folding import batch_norm_factors, fold_batch_norm
+from keras_kd.quantization.activations import ACTIVATIONS, ActivationRule
+from keras_kd.quantization.folding import fold_batch_norm
 from keras_kd.quantization.layers import (
     FakeQuant,
-    QuantizedConv2D,
-    QuantizedDense,
-    QuantizedDepthwiseConv2D,
+    QuantizedActivation,
+    QuantizedAffine,
     QuantizedOutput,
+    QuantizedWeights,
 )
-from keras_kd.quantization.quantize import float_layers, is_quantization_aware, quantize_model, supported_layer_types
-from keras_kd.quantization.quantizers import (
-    SOFTMAX_OUTPUT_RANGE,
-    fake_quant_activations,
-    fake_quant_reference,
-    fake_quant_weights,
-    quantization_params,
-)
+from keras_kd.quantization.quantize import float_layers, is_quantization_aware, quantize_model
+from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights
+from keras_kd.quantization.registry import QuantizeRegistry, QuantizeRule, supported_layer_types
 
 __all__ = [
     "quantize_model",
     "is_quantization_aware",
     "float_layers",
     "supported_layer_types",
+    "QuantizeRule",
+    "QuantizeRegistry",
+    "ActivationRule",
+    "ACTIVATIONS",
     "FakeQuant",
-    "QuantizedConv2D",
-    "QuantizedDepthwiseConv2D",
-    "QuantizedDense",
+    "QuantizedWeights",
+    "QuantizedActivation",
+    "QuantizedAffine",
     "QuantizedOutput",
     "fold_batch_norm",
-    "batch_norm_factors",
-    "quantization_params",
-    "fake_quant_reference",
     "fake_quant_weights",
     "fake_quant_activations",
-    "SOFTMAX_OUTPUT_RANGE",
 ]

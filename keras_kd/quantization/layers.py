@@ -2,44 +2,58 @@
 
 * `FakeQuant`: asymmetric per-tensor activation quantizer whose range is an
   exponential moving average of batch min/max (training) and is used as-is at
-  inference. Quantizes model inputs and the outputs of layers that TFLite
-  gives their own int8 parameters.
-* `QuantizedConv2D`, `QuantizedDepthwiseConv2D`, `QuantizedDense`: a Keras
-  layer (kept inside, for its weights and config) with an optional folded
-  BatchNormalization, a fused ReLU/ReLU6 and a `FakeQuant` on the output; the
-  kernel is folded and fake-quantized at every call exactly as TFLite stores it.
-* `QuantizedOutput`: any layer whose int8 kernel needs only an output
-  quantizer (Add, Concatenate, pooling, Softmax, a standalone ReLU).
+  inference. Quantizes model inputs and the outputs of ops that TFLite gives
+  their own int8 parameters.
+* `QuantizedWeights`: a layer with a kernel (Conv1D/2D, DepthwiseConv2D,
+  Conv2DTranspose, Dense, EinsumDense, Embedding; the `KERNELS` table says how
+  each is quantized and applied), kept inside for its weights and config, with
+  an optional folded BatchNormalization, a fused ReLU/ReLU6 and a `FakeQuant` on
+  the output; the kernel is folded and fake-quantized at every call exactly as
+  TFLite stores it.
+* `QuantizedActivation`: an activation computed the way TFLite runs it in int8,
+  every intermediate tensor quantized (see `keras_kd.quantization.activations`).
+* `QuantizedAffine`: a per-tensor or per-channel `x * scale + offset` (Rescaling,
+  Normalization, a BatchNormalization with nothing to fold into) as TFLite's MUL and ADD.
+* `QuantizedOutput`: a layer whose int8 kernel needs only an output quantizer
+  (Add, Multiply, Concatenate, pooling), with an optional fused ReLU/ReLU6.
 
 Every range and step counter is a non-trainable weight, so `.keras` files,
 checkpoints and `BackupAndRestore` keep them. Fake-quant math is float32 even
 when the layer computes in float16 (mixed precision).
 """
 
+import dataclasses
+
+import numpy as np
+
 from keras_kd.backend import keras, tf
+from keras_kd.quantization.activations import ACTIVATIONS
 from keras_kd.quantization.folding import fold_batch_norm
 from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights
 
 __all__ = [
     "FakeQuant",
-    "QuantizedConv2D",
-    "QuantizedDepthwiseConv2D",
-    "QuantizedDense",
+    "QuantizedWeights",
+    "QuantizedActivation",
+    "QuantizedAffine",
     "QuantizedOutput",
+    "KernelRule",
+    "KERNELS",
     "FUSED_ACTIVATIONS",
 ]
 
 #: Activations TFLite fuses into Conv/Dense/Add kernels.
-FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+FUSED_ACTIVATIONS = tuple(name for name, row in ACTIVATIONS.items() if row.kind in ("identity", "fused"))
 
 _DEFAULT_EMA_DECAY = 0.99
+#: The narrowest tracked range: a tensor that is (almost) always 0 would otherwise get a scale
+#: near 1e-9, which XNNPACK refuses (it needs input scale * weight scale / output scale < 256).
+_DEFAULT_MIN_RANGE = 1e-2
 
 
 def _apply_activation(values, activation):
-    if activation == "relu":
-        return tf.nn.relu(values)
-    if activation == "relu6":
-        return tf.nn.relu6(values)
+    for function, _ in ACTIVATIONS[activation].stages:
+        values = function(values, values)
     return values
 
 
@@ -81,6 +95,8 @@ class FakeQuant(keras.layers.Layer):
         fixed_range: `(min, max)` to use always instead of tracking (for
             example TFLite's softmax output range); `None` to track.
         initial_range: the range used before the first training step.
+        min_range: a tracked range is never narrower than this (XNNPACK refuses
+            the tiny scales of an always-zero tensor).
         **kwargs: standard layer arguments (`name`, `dtype`).
 
     Example:
@@ -91,7 +107,15 @@ class FakeQuant(keras.layers.Layer):
     [-1.0, 3.0]
     """
 
-    def __init__(self, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, fixed_range=None, initial_range=(-6.0, 6.0), **kwargs):
+    def __init__(
+        self,
+        num_bits=8,
+        ema_decay=_DEFAULT_EMA_DECAY,
+        fixed_range=None,
+        initial_range=(-6.0, 6.0),
+        min_range=_DEFAULT_MIN_RANGE,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         _check_ema_decay(ema_decay)
         if fixed_range is not None:
@@ -104,6 +128,9 @@ class FakeQuant(keras.layers.Layer):
         self.ema_decay = float(ema_decay)
         self.fixed_range = fixed_range
         self.initial_range = tuple(float(v) for v in initial_range)
+        if not float(min_range) >= 0.0:
+            raise ValueError(f"min_range must be a non-negative float, got {min_range!r}.")
+        self.min_range = float(min_range)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -151,6 +178,8 @@ class FakeQuant(keras.layers.Layer):
             low, high = new_min, new_max
         else:
             low, high = self.min_value, self.max_value
+        if self.fixed_range is None and self.min_range > 0.0:
+            high = tf.maximum(high, low + self.min_range)
         return fake_quant_activations(inputs, low, high, num_bits=self.num_bits)
 
     def compute_output_shape(self, input_shape):
@@ -163,8 +192,167 @@ class FakeQuant(keras.layers.Layer):
             ema_decay=self.ema_decay,
             fixed_range=list(self.fixed_range) if self.fixed_range is not None else None,
             initial_range=list(self.initial_range),
+            min_range=self.min_range,
         )
         return config
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _identity(kernel, layer):
+    return kernel
+
+
+def _depthwise_to_channels_last(kernel, layer):
+    # TFLite stores a depthwise kernel as (1, kh, kw, in * multiplier) quantized along its last
+    # axis: one scale per output channel, not per multiplier.
+    shape = kernel.shape
+    return tf.reshape(kernel, (*shape[:-2], 1, shape[-2] * shape[-1]))
+
+
+def _depthwise_from_channels_last(kernel, layer):
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+def _swap_last_axes(kernel, layer):
+    # Conv*Transpose kernels are (..., out, in); TFLite quantizes TRANSPOSE_CONV per output channel.
+    rank = len(kernel.shape)
+    return tf.transpose(kernel, [*range(rank - 2), rank - 1, rank - 2])
+
+
+def _as_2d_kernel(kernel, layer):
+    # A 1-D kernel (k, in, out) runs as TFLite's CONV_2D kernel (1, k, in, out). Quantizing it in that
+    # shape keeps the per-channel axis where the converter expects it (an ExpandDims after the
+    # fake quant moves the axis and the converter refuses the reshape).
+    return kernel if len(kernel.shape) == 4 else kernel[None]
+
+
+def _depthwise_1d_to_channels_last(kernel, layer):
+    return _depthwise_to_channels_last(_as_2d_kernel(kernel, layer), layer)
+
+
+def _depthwise_1d_from_channels_last(kernel, layer):
+    return tf.reshape(kernel, (1, *layer.kernel.shape))
+
+
+def _run_as_2d(function, layer, inputs, kernel, **options):
+    outputs = function(
+        keras.ops.expand_dims(inputs, 1), kernel, strides=(1, layer.strides[0]), data_format="channels_last",
+        dilation_rate=(1, layer.dilation_rate[0]), **options,
+    )
+    return keras.ops.squeeze(outputs, 1)
+
+
+def _conv_padding(layer, inputs):
+    if layer.padding != "causal":
+        return inputs, layer.padding
+    # Keras pads a causal Conv1D on the left; TFLite runs the same PAD (with the zero point) first.
+    left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+    return keras.ops.pad(inputs, [[0, 0], [left, 0], [0, 0]]), "valid"
+
+
+def _apply_conv(layer, inputs, kernel):
+    inputs, padding = _conv_padding(layer, inputs)
+    if len(layer.kernel_size) == 1:
+        return _run_as_2d(keras.ops.conv, layer, inputs, kernel, padding=padding)
+    return keras.ops.conv(
+        inputs, kernel, strides=layer.strides, padding=padding, data_format="channels_last",
+        dilation_rate=layer.dilation_rate,
+    )
+
+
+def _apply_depthwise(layer, inputs, kernel):
+    if len(layer.kernel_size) == 1:
+        return _run_as_2d(keras.ops.depthwise_conv, layer, inputs, kernel, padding=layer.padding)
+    return keras.ops.depthwise_conv(
+        inputs, kernel, strides=layer.strides, padding=layer.padding, data_format="channels_last",
+        dilation_rate=layer.dilation_rate,
+    )
+
+
+def _apply_conv_transpose(layer, inputs, kernel):
+    return keras.ops.conv_transpose(
+        inputs, kernel, strides=layer.strides, padding=layer.padding, output_padding=layer.output_padding,
+        data_format="channels_last", dilation_rate=layer.dilation_rate,
+    )
+
+
+def _apply_dense(layer, inputs, kernel):
+    return keras.ops.matmul(inputs, kernel)
+
+
+def _apply_einsum(layer, inputs, kernel):
+    return keras.ops.einsum(layer.equation, inputs, kernel)
+
+
+def _apply_embedding(layer, inputs, kernel):
+    if inputs.dtype not in ("int32", "int64"):
+        inputs = keras.ops.cast(inputs, "int32")
+    return keras.ops.take(kernel, inputs, axis=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelRule:
+    """How the kernel of one weight layer type is quantized and applied, as TFLite runs it.
+
+    Attributes:
+        kernel_attribute: the layer attribute that holds the kernel.
+        per_channel: one scale per output channel (Conv) or one per tensor (Dense).
+        to_channels_last / from_channels_last: `(kernel, layer) -> kernel`, the
+            layout with output channels on the last axis (where BatchNormalization
+            is folded and per-channel scales are taken) and back.
+        apply: `(layer, inputs, kernel) -> outputs`, the op without bias or activation.
+        tflite_op: the TFLite op it becomes, for the docs.
+    """
+
+    kernel_attribute: str
+    per_channel: bool
+    apply: object
+    tflite_op: str
+    to_channels_last: object = _identity
+    from_channels_last: object = _identity
+
+
+def _kernel_rows():
+    layers = keras.layers
+    conv = KernelRule("kernel", True, _apply_conv, "CONV_2D")
+    transpose = KernelRule(
+        "kernel", True, _apply_conv_transpose, "TRANSPOSE_CONV", _swap_last_axes, _swap_last_axes
+    )
+    depthwise = KernelRule(
+        "kernel", True, _apply_depthwise, "DEPTHWISE_CONV_2D", _depthwise_to_channels_last,
+        _depthwise_from_channels_last,
+    )
+    return {
+        layers.Conv1D: KernelRule("kernel", True, _apply_conv, "CONV_2D", _as_2d_kernel),
+        layers.Conv2D: conv,
+        layers.DepthwiseConv1D: KernelRule(
+            "kernel", True, _apply_depthwise, "DEPTHWISE_CONV_2D", _depthwise_1d_to_channels_last,
+            _depthwise_1d_from_channels_last,
+        ),
+        layers.DepthwiseConv2D: depthwise,
+        layers.Conv1DTranspose: transpose,
+        layers.Conv2DTranspose: transpose,
+        layers.Dense: KernelRule("kernel", False, _apply_dense, "FULLY_CONNECTED"),
+        layers.EinsumDense: KernelRule("kernel", False, _apply_einsum, "FULLY_CONNECTED or BATCH_MATMUL"),
+        layers.Embedding: KernelRule("embeddings", False, _apply_embedding, "GATHER"),
+    }
+
+
+#: Keras weight-layer class -> `KernelRule`.
+KERNELS = _kernel_rows()
+
+
+def kernel_rule(layer):
+    """The `KernelRule` of `layer`'s class (or of the nearest built-in class it derives from), or None."""
+    for cls in type(layer).__mro__:
+        if cls in KERNELS:
+            return KERNELS[cls]
+    return None
+
+
+# --------------------------------------------------------------------------- wrappers
 
 
 class _QuantizedWrapper(keras.layers.Layer):
@@ -210,6 +398,10 @@ class _QuantizedWrapper(keras.layers.Layer):
             outputs = self.output_quantizer(outputs, training=training)
         return outputs
 
+    def _build_output_quantizer(self, output_shape):
+        if self.output_quantizer is not None and not self.output_quantizer.built:
+            self.output_quantizer.build(output_shape)
+
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
 
@@ -228,17 +420,41 @@ class _QuantizedWrapper(keras.layers.Layer):
         return config
 
 
-class _QuantizedWeightLayer(_QuantizedWrapper):
-    """Conv2D/DepthwiseConv2D/Dense with BN folding and weight fake-quant."""
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedWeights(_QuantizedWrapper):
+    """A weight layer (+ folded BatchNormalization + fused ReLU) with int8 fake quantization.
 
-    _wrapped_class = None
+    The kernel is folded and fake-quantized at every call as TFLite stores it:
+    symmetric, narrow range, per output channel for convolutions and per tensor
+    for Dense, EinsumDense and Embedding (the layer's `KernelRule` in `KERNELS`).
+    The output is fake-quantized per tensor with a moving-average range, unless
+    `quantize_output=False` (a following Concatenate sets the scale; an
+    Embedding's GATHER keeps its table's scale).
+
+    Args:
+        layer: the Keras layer to wrap (a class in `KERNELS` or a subclass); its
+            own activation must be linear (pass a fused one here).
+        batch_norm: a `keras.layers.BatchNormalization` to fold, or `None`.
+        activation: "linear", "relu" or "relu6", applied after the bias.
+        quantize_output: put a `FakeQuant` on the output.
+        num_bits, ema_decay: quantizer settings.
+        output_range: fixed output range instead of a tracked one.
+        fused_layers: names of the original layers this one replaces.
+
+    Example:
+
+    >>> layer = QuantizedWeights(keras.layers.Conv2D(4, 3, name="conv"), activation="relu")
+    >>> layer(tf.ones((1, 5, 5, 2))).shape
+    TensorShape([1, 3, 3, 4])
+    """
 
     def __init__(self, layer, batch_norm=None, **kwargs):
         layer = _as_layer(layer, "layer")
-        if type(layer) is not self._wrapped_class:
+        self.kernel_rule = kernel_rule(layer)
+        if self.kernel_rule is None:
             raise TypeError(
-                f"{type(self).__name__} wraps a keras.layers.{self._wrapped_class.__name__}, got "
-                f"{type(layer).__name__} ({layer.name!r})."
+                f"QuantizedWeights wraps a layer with a kernel rule ({', '.join(c.__name__ for c in KERNELS)}), "
+                f"got {type(layer).__name__} ({layer.name!r})."
             )
         super().__init__(layer, **kwargs)
         self.batch_norm = _as_layer(batch_norm, "batch_norm")
@@ -250,15 +466,18 @@ class _QuantizedWeightLayer(_QuantizedWrapper):
         output_shape = self.layer.compute_output_shape(input_shape)
         if self.batch_norm is not None and not self.batch_norm.built:
             self.batch_norm.build(output_shape)
-        if self.output_quantizer is not None and not self.output_quantizer.built:
-            self.output_quantizer.build(output_shape)
+        self._build_output_quantizer(output_shape)
+
+    @property
+    def _kernel(self):
+        return getattr(self.layer, self.kernel_rule.kernel_attribute)
 
     def folded_kernel_and_bias(self):
-        """The kernel and bias TFLite will store (BN folded), float32, before quantization."""
-        kernel = self.layer.kernel
-        bias = self.layer.bias if self.layer.use_bias else None
+        """The kernel (output channels last) and bias TFLite will store, BN folded, float32."""
+        kernel = self.kernel_rule.to_channels_last(tf.cast(self._kernel, tf.float32), self.layer)
+        bias = getattr(self.layer, "bias", None)
         if self.batch_norm is None:
-            return tf.cast(kernel, tf.float32), (None if bias is None else tf.cast(bias, tf.float32))
+            return kernel, (None if bias is None else tf.cast(bias, tf.float32))
         bn = self.batch_norm
         return fold_batch_norm(
             kernel,
@@ -268,20 +487,22 @@ class _QuantizedWeightLayer(_QuantizedWrapper):
             moving_mean=bn.moving_mean,
             moving_variance=bn.moving_variance,
             epsilon=bn.epsilon,
-            depthwise=isinstance(self.layer, keras.layers.DepthwiseConv2D),
         )
 
+    def _quantize_kernel(self, kernel):
+        return fake_quant_weights(kernel, channel_axis=-1 if self.kernel_rule.per_channel else None, num_bits=self.num_bits)
+
     def quantized_kernel(self):
-        """The folded kernel after int8 fake quantization, float32."""
+        """The folded kernel after int8 fake quantization, in the layer's own layout, float32."""
         kernel, _ = self.folded_kernel_and_bias()
-        return self._quantize_kernel(kernel)
+        return self.kernel_rule.from_channels_last(self._quantize_kernel(kernel), self.layer)
 
     def call(self, inputs, training=None):
         kernel, bias = self.folded_kernel_and_bias()
-        kernel = tf.cast(self._quantize_kernel(kernel), self.compute_dtype)
-        outputs = self._apply_kernel(inputs, kernel)
+        kernel = self.kernel_rule.from_channels_last(self._quantize_kernel(kernel), self.layer)
+        outputs = self.kernel_rule.apply(self.layer, inputs, tf.cast(kernel, self.compute_dtype))
         if bias is not None:
-            outputs = tf.nn.bias_add(outputs, tf.cast(bias, self.compute_dtype))
+            outputs = outputs + tf.cast(bias, self.compute_dtype)
         return self._finish(outputs, training)
 
     def get_config(self):
@@ -293,121 +514,14 @@ class _QuantizedWeightLayer(_QuantizedWrapper):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class QuantizedConv2D(_QuantizedWeightLayer):
-    """A Conv2D (+ folded BatchNormalization + fused ReLU) with int8 fake quantization.
-
-    The kernel is quantized per output channel (symmetric, narrow range), the
-    output per tensor with a moving-average range (unless `quantize_output=False`,
-    used when a following Concatenate sets the scale).
-
-    Args:
-        layer: the `keras.layers.Conv2D` to wrap (channels_last, `groups=1`);
-            its own activation must be linear (pass the activation here).
-        batch_norm: a `keras.layers.BatchNormalization` to fold, or `None`.
-        activation: "linear", "relu" or "relu6", applied after the bias.
-        quantize_output: put a `FakeQuant` on the output.
-        num_bits, ema_decay: quantizer settings.
-        output_range: fixed output range instead of a tracked one.
-        fused_layers: names of the original layers this one replaces.
-
-    Example:
-
-    >>> conv = keras.layers.Conv2D(4, 3, name="conv")
-    >>> layer = QuantizedConv2D(conv, activation="relu")
-    >>> layer(tf.ones((1, 5, 5, 2))).shape
-    TensorShape([1, 3, 3, 4])
-    """
-
-    _wrapped_class = keras.layers.Conv2D
-
-    def _quantize_kernel(self, kernel):
-        return fake_quant_weights(kernel, channel_axis=-1, num_bits=self.num_bits)
-
-    def _apply_kernel(self, inputs, kernel):
-        return tf.nn.convolution(
-            inputs,
-            kernel,
-            strides=list(self.layer.strides),
-            padding=self.layer.padding.upper(),
-            dilations=list(self.layer.dilation_rate),
-        )
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
-class QuantizedDepthwiseConv2D(_QuantizedWeightLayer):
-    """A DepthwiseConv2D (+ folded BatchNormalization + fused ReLU) with int8 fake quantization.
-
-    TFLite stores a depthwise kernel as `(1, kh, kw, in * multiplier)` quantized
-    along its last axis, so the Keras kernel `(kh, kw, in, multiplier)` is
-    reshaped to put all `in * multiplier` output channels last before the
-    per-channel fake quant (quantizing along `multiplier` alone would give one
-    scale per multiplier instead of per channel).
-
-    Args: as `QuantizedConv2D`, with a `keras.layers.DepthwiseConv2D`.
-
-    Example:
-
-    >>> layer = QuantizedDepthwiseConv2D(keras.layers.DepthwiseConv2D(3, padding="same"))
-    >>> layer(tf.ones((1, 5, 5, 2))).shape
-    TensorShape([1, 5, 5, 2])
-    """
-
-    _wrapped_class = keras.layers.DepthwiseConv2D
-
-    def _quantize_kernel(self, kernel):
-        shape = kernel.shape
-        flat = tf.reshape(kernel, (shape[0], shape[1], 1, shape[2] * shape[3]))
-        flat = fake_quant_weights(flat, channel_axis=-1, num_bits=self.num_bits)
-        return tf.reshape(flat, shape)
-
-    def _apply_kernel(self, inputs, kernel):
-        strides = self.layer.strides
-        return tf.nn.depthwise_conv2d(
-            inputs,
-            kernel,
-            strides=[1, strides[0], strides[1], 1],
-            padding=self.layer.padding.upper(),
-            dilations=list(self.layer.dilation_rate),
-        )
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
-class QuantizedDense(_QuantizedWeightLayer):
-    """A Dense (+ folded BatchNormalization + fused ReLU) with int8 fake quantization.
-
-    The kernel is quantized per tensor (symmetric, narrow range), which is what
-    TFLite's int8 FULLY_CONNECTED expects.
-
-    Args: as `QuantizedConv2D`, with a `keras.layers.Dense`.
-
-    Example:
-
-    >>> layer = QuantizedDense(keras.layers.Dense(3))
-    >>> layer(tf.ones((2, 4))).shape
-    TensorShape([2, 3])
-    """
-
-    _wrapped_class = keras.layers.Dense
-
-    def _quantize_kernel(self, kernel):
-        return fake_quant_weights(kernel, channel_axis=None, num_bits=self.num_bits)
-
-    def _apply_kernel(self, inputs, kernel):
-        if inputs.shape.rank == 2:
-            return tf.matmul(inputs, kernel)
-        return tf.tensordot(inputs, kernel, [[inputs.shape.rank - 1], [0]])
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
 class QuantizedOutput(_QuantizedWrapper):
     """Runs a layer, an optional fused ReLU/ReLU6, then fake-quantizes the output.
 
     For layers whose int8 TFLite kernel has no weights to quantize but gives
-    its output its own scale: Add (with a fused ReLU), Concatenate,
-    GlobalAveragePooling2D, Softmax (fixed range
-    `SOFTMAX_OUTPUT_RANGE`), a standalone ReLU.
+    its output its own scale: Add, Subtract, Multiply (with a fused ReLU),
+    Concatenate, GlobalAveragePooling, a layer with a fixed output range.
 
-    Args: as `QuantizedConv2D`, with any layer and no `batch_norm`.
+    Args: as `QuantizedWeights`, with any layer and no `batch_norm`.
 
     Example:
 
@@ -419,8 +533,7 @@ class QuantizedOutput(_QuantizedWrapper):
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
-        if self.output_quantizer is not None and not self.output_quantizer.built:
-            self.output_quantizer.build(self.layer.compute_output_shape(input_shape))
+        self._build_output_quantizer(self.layer.compute_output_shape(input_shape))
 
     def call(self, inputs, training=None):
         if _takes_training(self.layer):
@@ -432,3 +545,112 @@ class QuantizedOutput(_QuantizedWrapper):
 
 def _takes_training(layer):
     return bool(getattr(layer, "_call_has_training_arg", False))
+
+
+class _StagedLayer(keras.layers.Layer):
+    """Runs `stages` (function, fixed range) in order, fake-quantizing each stage's output."""
+
+    def __init__(self, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, **kwargs):
+        super().__init__(**kwargs)
+        self.num_bits = int(num_bits)
+        self.ema_decay = float(ema_decay)
+        self.quantizers = [
+            FakeQuant(num_bits=num_bits, ema_decay=ema_decay, fixed_range=fixed, name=f"stage_{index}")
+            for index, (_, fixed) in enumerate(self._stages())
+        ]
+
+    def build(self, input_shape):
+        for quantizer in self.quantizers:
+            if not quantizer.built:
+                quantizer.build(input_shape)
+
+    def call(self, inputs, training=None):
+        values = inputs
+        for (function, _), quantizer in zip(self._stages(), self.quantizers):
+            values = quantizer(function(inputs, values), training=training)
+        return values
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_bits=self.num_bits, ema_decay=self.ema_decay)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedActivation(_StagedLayer):
+    """An activation as TFLite computes it in int8, each intermediate tensor fake-quantized.
+
+    The stages and fixed ranges come from the activation table
+    (`keras_kd.quantization.activations.ACTIVATIONS`): swish is a LOGISTIC at
+    TFLite's fixed 1/256 scale then a MUL; sigmoid is fixed at [0, 255/256]; and so on.
+    Its input is expected to be quantized already.
+
+    Args:
+        activation: a name in `ACTIVATIONS` ("hard_silu", "silu", "sigmoid", ...).
+        num_bits, ema_decay: quantizer settings.
+
+    Example:
+
+    >>> layer = QuantizedActivation("sigmoid")
+    >>> float(layer(tf.constant([[100.0]]))[0, 0])
+    0.99609375
+    """
+
+    def __init__(self, activation, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, **kwargs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)} (the quantization activation table), got "
+                f"{activation!r}."
+            )
+        self.activation = activation
+        super().__init__(num_bits=num_bits, ema_decay=ema_decay, **kwargs)
+
+    def _stages(self):
+        return ACTIVATIONS[self.activation].stages
+
+    def get_config(self):
+        config = super().get_config()
+        config["activation"] = self.activation
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedAffine(_StagedLayer):
+    """`x * scale + offset`, per tensor or per channel (last axis), as TFLite's int8 MUL then ADD.
+
+    What Rescaling and Normalization compute, and a BatchNormalization with no
+    kernel before it to fold into (its moving statistics, frozen). A stage that
+    does nothing (scale 1, offset 0) is left out.
+
+    Args:
+        scale: a float or a per-channel list.
+        offset: a float or a per-channel list.
+        num_bits, ema_decay: quantizer settings.
+
+    Example:
+
+    >>> layer = QuantizedAffine(scale=1 / 127.5, offset=-1.0)
+    >>> round(float(layer(tf.constant([[255.0]]))[0, 0]), 2)
+    1.0
+    """
+
+    def __init__(self, scale=1.0, offset=0.0, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, **kwargs):
+        self.scale = np.asarray(scale, np.float32)
+        self.offset = np.asarray(offset, np.float32)
+        super().__init__(num_bits=num_bits, ema_decay=ema_decay, **kwargs)
+
+    def _stages(self):
+        stages = []
+        if not np.all(self.scale == 1.0):
+            stages.append((lambda inputs, values: values * tf.cast(self.scale, values.dtype), None))
+        if not np.all(self.offset == 0.0) or not stages:
+            stages.append((lambda inputs, values: values + tf.cast(self.offset, values.dtype), None))
+        return stages
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(scale=self.scale.tolist(), offset=self.offset.tolist())
+        return config

@@ -25,11 +25,7 @@ __all__ = [
     "fake_quant_reference",
     "fake_quant_weights",
     "fake_quant_activations",
-    "SOFTMAX_OUTPUT_RANGE",
 ]
-
-#: TFLite's int8 SOFTMAX output is fixed at scale 1/256, zero point -128: the range [0, 255/256].
-SOFTMAX_OUTPUT_RANGE = (0.0, 255.0 / 256.0)
 
 
 def _check_num_bits(num_bits):
