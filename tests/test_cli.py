@@ -83,12 +83,20 @@ def test_distill_export_benchmark_report_chain(tmp_path, capsys):
 def test_quickstart_small_writes_a_report(tmp_path):
     out = tmp_path / "qs"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run(
-        [sys.executable, "-m", "keras_kd.cli", "quickstart", "--out", str(out), "--teacher-epochs", "1",
-         "--epochs", "1", "--qat-epochs", "1", "--limit", "300", "--json"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    previous = os.umask(0o022)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_kd.cli", "quickstart", "--out", str(out), "--teacher-epochs", "1",
+             "--epochs", "1", "--qat-epochs", "1", "--limit", "300", "--json"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+    finally:
+        os.umask(previous)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""  # no TensorFlow start-up lines, no retracing warnings
+    for path in out.iterdir():  # the umask's permissions, not mkstemp's 0600
+        assert oct(path.stat().st_mode & 0o777) == oct(0o644), path.name
     document = json.loads(result.stdout)
     assert [row["name"] for row in document["rows"]][0] == "teacher (Keras)"
     for name in ("report.md", "report.json", "accuracy_vs_latency.png", "curriculum.png",
