@@ -6,10 +6,16 @@
   each other, no pre-trained teacher (Zhang et al., 2018).
 
 `data` is `(x, y)` NumPy arrays or a batched `tf.data.Dataset` of `(x, y)`.
+
+Every scheme takes `callbacks` (passed to each `fit`) and returns the same
+shape, `(models, histories)`: the trained models in order, and one
+`keras.callbacks.History` per `fit` run (one per generation or chain link; one
+for mutual learning, whose students train together).
 """
 
 from keras_kd import losses as kd_losses
 from keras_kd.backend import apply_gradients, keras, scale_loss, tf
+from keras_kd.distiller import Distiller, sparse_labels_are_whole
 
 __all__ = ["born_again", "teacher_assistant_chain", "distill", "MutualLearning", "mutual_learning"]
 
@@ -34,8 +40,6 @@ def distill(teacher, student, data, epochs=1, batch_size=32, optimizer="adam", a
     history = distill(teacher, student, (x, y), epochs=5, alpha=0.7, temperature=4.0)
     ```
     """
-    from keras_kd.distiller import Distiller
-
     distiller = Distiller(teacher, student, distillation_losses=distillation_losses, alpha=alpha,
                           temperature=temperature)
     distiller.compile(optimizer=_optimizer_factory(optimizer)(), metrics=metrics)
@@ -56,19 +60,20 @@ def _optimizer_factory(optimizer):
 
 
 def _chain(models, data, epochs, batch_size, optimizer, alpha, temperature, distillation_losses, validation_data,
-           verbose, metrics):
+           verbose, metrics, callbacks):
     make_optimizer = _optimizer_factory(optimizer)
     histories = []
     for teacher, student in zip(models[:-1], models[1:]):
         history = distill(teacher, student, data, epochs=epochs, batch_size=batch_size, optimizer=make_optimizer,
                           alpha=alpha, temperature=temperature, distillation_losses=distillation_losses,
-                          validation_data=validation_data, verbose=verbose, metrics=metrics)
+                          validation_data=validation_data, callbacks=callbacks, verbose=verbose, metrics=metrics)
         histories.append(history)
     return histories
 
 
 def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=32, optimizer="adam", alpha=0.5,
-               temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None):
+               temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None,
+               callbacks=None):
     """Born-again networks: generation `k` is distilled from generation `k - 1`.
 
     Generation 1 learns from `teacher`; each later generation learns from the
@@ -89,15 +94,17 @@ def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=
             generation) or a factory.
         alpha, temperature, distillation_losses: as for `keras_kd.Distiller`.
         validation_data, verbose, metrics: passed to `fit`/`compile`.
+        callbacks: passed to every generation's `fit`.
 
     Returns:
-        The list of trained students, generation 1 first (`students[-1]` is
-        the last generation).
+        `(students, histories)`: the trained students, generation 1 first
+        (`students[-1]` is the last generation), and each generation's
+        History.
 
     Example:
 
     ```python
-    students = born_again(lambda: build_cnn(width=32), teacher, (x, y), generations=3, epochs=5)
+    students, histories = born_again(lambda: build_cnn(width=32), teacher, (x, y), generations=3, epochs=5)
     ```
     """
     if isinstance(make_student, keras.Model) or not callable(make_student):
@@ -110,13 +117,14 @@ def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=
         if student is teacher or any(student is s for s in students):
             raise ValueError("make_student returned a model it had returned before; it must build a new one.")
         students.append(student)
-    _chain([teacher] + students, data, epochs, batch_size, optimizer, alpha, temperature, distillation_losses,
-           validation_data, verbose, metrics)
-    return students
+    histories = _chain([teacher] + students, data, epochs, batch_size, optimizer, alpha, temperature,
+                       distillation_losses, validation_data, verbose, metrics, callbacks)
+    return students, histories
 
 
 def teacher_assistant_chain(teacher, assistants, student, data, epochs=1, batch_size=32, optimizer="adam", alpha=0.5,
-                            temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None):
+                            temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None,
+                            callbacks=None):
     """Teacher-assistant KD: teacher -> assistant_1 -> ... -> student, each step a distillation.
 
     An intermediate-size assistant bridges a large capacity gap between the
@@ -131,16 +139,17 @@ def teacher_assistant_chain(teacher, assistants, student, data, epochs=1, batch_
         assistants: one model or a list of untrained models, largest first.
         student: the untrained final student.
         data, epochs, batch_size, optimizer, alpha, temperature,
-        distillation_losses, validation_data, verbose, metrics: as for
-            `born_again` (applied at every step).
+        distillation_losses, validation_data, verbose, metrics, callbacks: as
+            for `born_again` (applied at every step).
 
     Returns:
-        The trained models in chain order: `[*assistants, student]`.
+        `(models, histories)`: the trained models in chain order,
+        `[*assistants, student]`, and the History of each step.
 
     Example:
 
     ```python
-    assistant, student = teacher_assistant_chain(teacher, [medium_cnn], small_cnn, (x, y), epochs=5)
+    (assistant, student), histories = teacher_assistant_chain(teacher, [medium_cnn], small_cnn, (x, y), epochs=5)
     ```
     """
     if isinstance(assistants, keras.Model):
@@ -148,9 +157,9 @@ def teacher_assistant_chain(teacher, assistants, student, data, epochs=1, batch_
     chain = [teacher] + list(assistants) + [student]
     if len({id(m) for m in chain}) != len(chain):
         raise ValueError("teacher, assistants and student must be distinct model objects.")
-    _chain(chain, data, epochs, batch_size, optimizer, alpha, temperature, distillation_losses, validation_data,
-           verbose, metrics)
-    return chain[1:]
+    histories = _chain(chain, data, epochs, batch_size, optimizer, alpha, temperature, distillation_losses,
+                       validation_data, verbose, metrics, callbacks)
+    return chain[1:], histories
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -205,20 +214,30 @@ class MutualLearning(keras.Model):
         self._student_metrics = None
 
     def compile(self, optimizer="adam", metrics=None, **kwargs):
-        """Configures one optimizer over all students and per-student metrics (names or factories)."""
-        self._student_metrics = [[self._new_metric(m) for m in metrics or []] for _ in self.students]
-        for k, group in enumerate(self._student_metrics):
-            for metric in group:
-                metric._name = f"student_{k}_{metric.name}"
+        """Configures one optimizer over all students and per-student metrics, logged as `student_<k>_<name>`.
+
+        Args:
+            optimizer: the (single) optimizer over all students.
+            metrics: `"accuracy"` or `keras.metrics.Metric` instances; each
+                student gets its own copy.
+            **kwargs: passed to `keras.Model.compile`.
+        """
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        self._student_metrics = [[self._new_metric(m, f"student_{k}_") for m in metrics or []]
+                                 for k in range(len(self.students))]
         super().compile(optimizer=optimizer, **kwargs)
         return self
 
     @staticmethod
-    def _new_metric(metric):
+    def _new_metric(metric, prefix):
+        # The name is given at construction: Keras 3 reads metric.name, so renaming a built metric is ignored.
         if metric in ("accuracy", "acc"):
-            return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            return keras.metrics.SparseCategoricalAccuracy(name=f"{prefix}accuracy")
         if isinstance(metric, keras.metrics.Metric):
-            return metric.__class__.from_config(metric.get_config())
+            config = metric.get_config()
+            config["name"] = f"{prefix}{metric.name}"
+            return metric.__class__.from_config(config)
         raise ValueError(
             f"MutualLearning metrics are 'accuracy' or keras.metrics.Metric instances (one copy is made per "
             f"student), got {metric!r}."
@@ -240,7 +259,9 @@ class MutualLearning(keras.Model):
     def _peer_losses(self, y, logits):
         temperature = tf.constant(self.temperature, tf.float32)
         logits = [tf.cast(z, tf.float32) for z in logits]
-        labels = tf.cast(tf.reshape(y, [-1]) if len(y.shape) > 1 and y.shape[-1] == 1 else y, tf.int32)
+        y = tf.reshape(y, [-1]) if len(y.shape) > 1 and y.shape[-1] == 1 else y
+        with tf.control_dependencies(sparse_labels_are_whole(y)):
+            labels = tf.cast(y, tf.int32)
         per_student = []
         for k, z_k in enumerate(logits):
             ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, z_k))
@@ -292,7 +313,7 @@ class MutualLearning(keras.Model):
 
 
 def mutual_learning(students, data, epochs=1, batch_size=32, optimizer="adam", temperature=1.0, metrics=None,
-                    validation_data=None, verbose=0):
+                    validation_data=None, verbose=0, callbacks=None):
     """Trains `students` together with deep mutual learning (see `MutualLearning`).
 
     Args:
@@ -302,20 +323,23 @@ def mutual_learning(students, data, epochs=1, batch_size=32, optimizer="adam", t
         optimizer: the (single) optimizer over all students.
         temperature: softening of the peer targets.
         metrics: per-student metrics (e.g. `["accuracy"]`).
-        validation_data, verbose: passed to `fit`.
+        validation_data, verbose, callbacks: passed to `fit`.
 
     Returns:
-        `(students, history)`: the same student objects, now trained, and the
-        History with per-student logs.
+        `(students, histories)`: the same student objects, now trained, and a
+        one-element list with the History of their joint training
+        (`student_<k>_loss`, `student_<k>_<metric>`, ...), the shape every
+        scheme returns.
 
     Example:
 
     ```python
-    (a, b), history = mutual_learning([cnn_a, cnn_b], (x, y), epochs=5, metrics=["accuracy"])
+    (a, b), (history,) = mutual_learning([cnn_a, cnn_b], (x, y), epochs=5, metrics=["accuracy"])
+    history.history["student_1_accuracy"]
     ```
     """
     model = MutualLearning(students, temperature=temperature)
-    model.compile(optimizer=optimizer, metrics=metrics)
+    model.compile(optimizer=_optimizer_factory(optimizer)(), metrics=metrics)
     args, kwargs = _fit_args(data, batch_size, validation_data)
-    history = model.fit(*args, epochs=epochs, verbose=verbose, **kwargs)
-    return model.students, history
+    history = model.fit(*args, epochs=epochs, verbose=verbose, callbacks=callbacks, **kwargs)
+    return model.students, [history]
