@@ -715,7 +715,8 @@ def build_parser():
     common.add_argument("--verbose", action="store_true",
                         help="also show TensorFlow's and LiteRT's own log lines (hidden by default)")
 
-    p = sub.add_parser("quickstart", parents=[common], help="teacher -> students -> INT8 -> verification -> latency -> report",
+    p = sub.add_parser("quickstart", parents=[common],
+                       help="teacher -> students -> INT8 -> verification -> latency -> report",
                        description="Runs the whole pipeline on offline data and writes a report (about 3-6 minutes "
                                    "on 2 CPU cores with the defaults).")
     p.add_argument("--dataset", default="mnist5k",

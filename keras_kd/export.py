@@ -788,7 +788,7 @@ def _saved_model_dir(model, specs):
     if not getattr(model, "built", True):  # a subclassed model never called: build it on zeros of the given shape
         zeros = [np.zeros([1 if d is None else d for d in shape], dtype) for _, shape, dtype in specs]
         model(zeros[0] if len(zeros) == 1 else zeros, training=False)
-    folder = tempfile.mkdtemp(prefix="keras_kd_export_")
+    folder = _files.make_temporary_folder("keras_kd_export_")
     try:
         signature = [
             tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{index}")
@@ -932,7 +932,8 @@ def keras_layers_of_tensors(tensor_names, model):
 def _describe_float_op(op, tensor_names, model):
     layers = keras_layers_of_tensors(tensor_names, model)
     if layers:
-        shown = ", ".join(repr(layer) for layer in layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        shown = ", ".join(repr(layer) for layer in layers[:8])
+        shown += f" and {len(layers) - 8} more" if len(layers) > 8 else ""
         noun = "layer" if len(layers) == 1 else "layers"
         return f"{op} (from Keras {noun} {shown}; model.get_layer({layers[0].split('/')[-1]!r}))"
     named = [name for name in tensor_names if name]

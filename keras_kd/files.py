@@ -8,11 +8,12 @@ the next write to the same name removes the temporaries whose process is gone.
 import contextlib
 import os
 import re
-import stat
+import shutil
 import tempfile
 import time
 
-__all__ = ["atomic_write", "make_temporary", "check_writable_folder", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "make_temporary", "make_temporary_folder", "check_writable_folder",
+           "remove_stale_temporaries"]
 
 # Temporaries of keras_kd versions that did not put the pid in the name are removed when older than this.
 _LEGACY_TEMPORARY_AGE_S = 3600.0
@@ -130,6 +131,22 @@ def make_temporary(path):
     # mkstemp creates the file 0600 whatever the umask; the final file gets the user's usual permissions
     os.chmod(temporary, _final_mode())
     return temporary
+
+
+def make_temporary_folder(prefix):
+    """Creates a folder `<tmp>/<prefix><pid>_<random>`; first removes those of `prefix` whose process is gone.
+
+    For scratch folders (an exported SavedModel) that a process killed with
+    SIGKILL cannot remove: the next process that makes one removes them.
+    """
+    parent = tempfile.gettempdir()
+    pattern = re.compile(re.escape(prefix) + r"(\d+)_[A-Za-z0-9_]+$")
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(parent):
+            match = pattern.match(entry)
+            if match is not None and not _process_alive(int(match.group(1))):
+                shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}_", dir=parent)
 
 
 def atomic_write(path, write):

@@ -153,3 +153,18 @@ def test_temp_file_keeps_the_keras_weights_extension(tmp_path):
     seen = []
     atomic_write(str(tmp_path / "epoch_3.weights.h5"), seen.append)
     assert seen[0].endswith(".weights.h5")
+
+
+def test_scratch_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import tempfile
+
+    from keras_kd.files import make_temporary_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale = tmp_path / f"keras_kd_export_{_dead_pid()}_x1y2z3"
+    (stale / "variables").mkdir(parents=True)
+    live = tmp_path / f"keras_kd_export_{os.getppid()}_a1b2c3"
+    live.mkdir()
+    folder = make_temporary_folder("keras_kd_export_")
+    assert os.path.basename(folder).startswith(f"keras_kd_export_{os.getpid()}_")
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, os.path.basename(folder)])
