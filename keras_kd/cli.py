@@ -62,7 +62,9 @@ def _load_model(spec, what):
         try:
             return keras.saving.deserialize_keras_object(spec)
         except Exception as error:
-            raise UsageError(f"{what}: cannot build the model from its Keras config: {error}") from None
+            hint = "" if "module" in spec else " (add module: keras, or module: keras.layers for a layer, as " \
+                                                "keras.saving.serialize_keras_object writes it)"
+            raise UsageError(f"{what}: cannot build the model from its Keras config{hint}: {error}") from None
     raise UsageError(f"{what} must be a .keras path or a Keras serialization dict, got {spec!r}")
 
 

@@ -259,6 +259,23 @@ def _tiny_models(tmp_path):
     build_student((8, 8, 1), 10, width=4, hidden=16, name="s").save(tmp_path / "student.keras")
 
 
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    from keras_kd.distiller import Distiller
+
+    _tiny_models(tmp_path)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"teacher: {tmp_path / 'teacher.keras'}\nstudent: {tmp_path / 'student.keras'}\n"
+                      f"dataset: digits\nlimit: 64\nepochs: 1\noutput: {tmp_path / 'run'}\n")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(Distiller, "fit", fail)
+    assert main(["distill", str(config)]) == 1
+    assert "out of memory (simulated)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 _KILL_AFTER_EPOCH_2 = """
 import os, sys
 from keras_kd import cli
