@@ -39,6 +39,19 @@ def _validate_temperature(temperature):
     return float(temperature)
 
 
+_CHECK_FINITE = {True: "raise", "raise": "raise", "skip": "skip", False: False}
+
+
+def _validate_check_finite(check_finite):
+    try:
+        return _CHECK_FINITE[check_finite]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"check_finite must be 'raise' (or True), 'skip' or False, got {describe(check_finite)}. 'raise' stops "
+            "at a step whose loss or gradients are NaN/inf, 'skip' skips such steps, False does not check."
+        ) from None
+
+
 def _validate_loss_weights(weights):
     if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
         raise ValueError(f"distillation_loss_weights must be a list with one number per loss, got {describe(weights)}.")
@@ -123,6 +136,25 @@ def _adapt_keras_distillation_loss(loss):
     return from_keras_distillation_loss(loss)
 
 
+def _is_loss_scale_optimizer(optimizer):
+    classes = tuple(cls for cls in (getattr(keras.optimizers, "LossScaleOptimizer", None),
+                                    getattr(keras.mixed_precision, "LossScaleOptimizer", None)) if cls is not None)
+    return bool(classes) and isinstance(optimizer, classes)
+
+
+class _SkippedStepsWarning(keras.callbacks.Callback):
+    """Warns at the end of an epoch in which `check_finite="skip"` skipped steps (read from the epoch's logs)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        skipped = int(round(float((logs or {}).get("non_finite_steps", 0.0))))
+        if skipped:
+            warnings.warn(
+                f"keras_kd: skipped {skipped} training step(s) in epoch {epoch + 1} because the loss or the gradients "
+                "were NaN or inf; the weights were not updated by them. Check the inputs for NaN/inf, lower the "
+                "learning rate or clip gradients (optimizer clipnorm=1.0).", stacklevel=2,
+            )
+
+
 @keras.saving.register_keras_serializable(package="keras_kd")
 class Distiller(keras.Model):
     """Trains `student` to match a frozen `teacher`, with a scheduled temperature and alpha.
@@ -186,8 +218,14 @@ class Distiller(keras.Model):
             forward pass in reduced precision (the losses stay float32).
         ignore_index: label value that marks padding (sequence distillation):
             such positions count in neither term.
-        check_finite: stop training with the step number when the loss
-            becomes NaN or inf.
+        check_finite: what to do when the loss or a gradient is NaN or inf;
+            it is checked before the update, so such a step never reaches the
+            weights. `"raise"` (or True, the default): stop with an error
+            naming the step. `"skip"`: skip the step, count it in the logs
+            (`non_finite_steps`, per epoch; the loss means leave it out) and
+            warn at the end of the epoch. False: no check (a non-finite step
+            updates the weights; `keras.callbacks.TerminateOnNaN` then stops
+            training as in Keras).
         name: model name.
 
     Example:
@@ -234,7 +272,7 @@ class Distiller(keras.Model):
         self.teacher.trainable = False
         self.teacher_dtype = teacher_dtype
         self.ignore_index = ignore_index
-        self.check_finite = bool(check_finite)
+        self.check_finite = _validate_check_finite(check_finite)
         self._explicit_temperature = temperature is not None
         self.alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", trainable=False,
@@ -248,6 +286,8 @@ class Distiller(keras.Model):
         self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.non_finite_steps_tracker = (keras.metrics.Sum(name="non_finite_steps")
+                                         if self.check_finite == "skip" else None)
         self._reduced_teacher = None
         self._student_loss_config = "auto"
         self._student_loss_fn = None
@@ -610,6 +650,8 @@ class Distiller(keras.Model):
     @property
     def metrics(self):
         metrics = [self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker]
+        if self.non_finite_steps_tracker is not None:
+            metrics.append(self.non_finite_steps_tracker)
         for metric in super().metrics:
             if all(metric is not m for m in metrics) and metric.name != "loss":
                 metrics.append(metric)
@@ -809,11 +851,20 @@ class Distiller(keras.Model):
             variables.extend(state.trainable_variables)
         return variables
 
-    def _update_trackers(self, terms, num_replicas):
-        # Trackers hold the per-replica value scaled back to a mean, as Keras does for its own loss.
-        self.total_loss_tracker.update_state(terms["loss"] * num_replicas)
-        self.student_loss_tracker.update_state(terms["student_loss"] * num_replicas)
-        self.distillation_loss_tracker.update_state(terms["distillation_loss"] * num_replicas)
+    def _update_trackers(self, terms, num_replicas, finite=None):
+        # Trackers hold the per-replica value scaled back to a mean, as Keras does for its own loss. A skipped
+        # (non-finite) step counts in non_finite_steps and is left out of the means.
+        weight = None if finite is None else tf.cast(finite, tf.float32)
+        for tracker, key in ((self.total_loss_tracker, "loss"), (self.student_loss_tracker, "student_loss"),
+                             (self.distillation_loss_tracker, "distillation_loss")):
+            value = terms[key] * num_replicas
+            if finite is None:
+                tracker.update_state(value)
+            else:
+                tracker.update_state(tf.where(finite, value, tf.zeros_like(value)), sample_weight=weight)
+        if finite is not None and self.non_finite_steps_tracker is not None:
+            # A Sum metric adds up the replicas' values when read: each replica adds its share of the step.
+            self.non_finite_steps_tracker.update_state((1.0 - weight) / num_replicas)
 
     def _logs(self, x, y, y_pred, sample_weight):
         logs = {}
@@ -824,22 +875,73 @@ class Distiller(keras.Model):
         logs["distillation_loss"] = self.distillation_loss_tracker.result()
         logs["temperature"] = tf.identity(self.temperature)
         logs["alpha"] = tf.identity(self.alpha)
+        if self.non_finite_steps_tracker is not None:
+            logs["non_finite_steps"] = self.non_finite_steps_tracker.result()
         if not LEGACY_KERAS and isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces fit's logs with strategy.reduce("MEAN", v, axis=0) under this strategy, which
             # rejects scalars (keras-team/keras#20585); a length-1 vector reduces to the same scalar.
             logs = {key: tf.reshape(value, [1]) for key, value in logs.items()}
         return logs
 
-    def _assert_finite(self, total):
-        if not self.check_finite:
-            return
-        step = self.optimizer.iterations
-        tf.debugging.Assert(
-            tf.math.is_finite(total),
-            ["keras_kd: the distillation loss became non-finite (NaN or inf) at step", step,
-             "Lower the learning rate, check the inputs for NaN/inf, or clip gradients "
-             "(optimizer clipnorm=1.0)."],
+    def _is_finite(self, loss, gradients):
+        """One scalar: the loss and every gradient are finite (a NaN or inf anywhere makes their sum non-finite).
+
+        One reduction per gradient, cheaper than an elementwise check. Under a loss-scale optimizer an inf
+        gradient is its own business (it lowers the scale and skips the step), so only the loss is checked.
+        """
+        total = tf.cast(loss, tf.float32)
+        if not _is_loss_scale_optimizer(self.optimizer):
+            sums = [tf.reduce_sum(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32))
+                    for g in gradients if g is not None]
+            if sums:
+                total += tf.add_n(sums)
+        return tf.math.is_finite(total)
+
+    def _raise_unless_finite(self, finite, gradients):
+        """The gradients, usable only after the check passed: a failing step raises before any update."""
+        check = tf.debugging.Assert(
+            finite,
+            ["keras_kd: the loss or its gradients became non-finite (NaN or inf) at step", self.optimizer.iterations,
+             "(counted from 0); the weights were not updated by it. Check the inputs for NaN/inf, lower the "
+             "learning rate or clip gradients (optimizer clipnorm=1.0); or pass check_finite='skip' to skip such "
+             "steps."],
         )
+        with tf.control_dependencies([check]):
+            return [None if g is None else tf.nest.map_structure(tf.identity, g, expand_composites=True)
+                    for g in gradients]
+
+    def _apply_if_finite(self, finite, gradients, variables):
+        """Applies the gradients only when `finite` holds on every replica; otherwise the step is skipped."""
+        optimizer = self.optimizer
+        if hasattr(optimizer, "built") and not optimizer.built:
+            optimizer.build(variables)  # variables cannot be created inside a branch of tf.cond
+
+        def apply():
+            apply_gradients(optimizer, gradients, variables)
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            tf.cond(finite, apply, lambda: None)
+            return finite
+        # Every replica must take the same branch: the update all-reduces the gradients.
+        finite = tf.equal(context.all_reduce("sum", 1.0 - tf.cast(finite, tf.float32)), 0.0)
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, lambda: None)
+            return finite
+
+        # A cond whose branch calls merge_call (as apply_gradients does) must run in cross-replica context,
+        # as keras.optimizers.LossScaleOptimizer does it.
+        def cross_replica(strategy, finite_per_replica, gradients):
+            agreed = strategy.experimental_local_results(finite_per_replica)[0]
+
+            def apply_on_replicas():
+                strategy.extended.call_for_each_replica(
+                    lambda grads: apply_gradients(optimizer, grads, variables), args=(gradients,))
+
+            tf.cond(agreed, apply_on_replicas, lambda: None)
+
+        context.merge_call(cross_replica, args=(finite, gradients))
+        return finite
 
     def train_step(self, data):
         x, y, sample_weight, teacher_outputs = self._unpack(data)
@@ -851,11 +953,27 @@ class Distiller(keras.Model):
             student_outputs = self._student_outputs(x, training=True)
             terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
             scaled = scale_loss(self.optimizer, terms["loss"])
-        self._assert_finite(terms["loss"])
         gradients = tape.gradient(scaled, variables)
-        apply_gradients(self.optimizer, gradients, variables)
-        self._update_trackers(terms, num_replicas)
+        finite = None
+        if self.check_finite == "raise":
+            gradients = self._raise_unless_finite(self._is_finite(terms["loss"], gradients), gradients)
+        if self.check_finite == "skip":
+            finite = self._apply_if_finite(self._is_finite(terms["loss"], gradients), gradients, variables)
+        else:
+            apply_gradients(self.optimizer, gradients, variables)
+        self._update_trackers(terms, num_replicas, finite)
         return self._logs(x, y, student_outputs[FINAL_OUTPUT], sample_weight)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; with `check_finite="skip"` it warns at the end of an epoch that skipped steps."""
+        if self.check_finite == "skip":
+            position = 5  # fit(x, y, batch_size, epochs, verbose, callbacks, ...)
+            if len(args) > position:
+                args = list(args)
+                args[position] = list(args[position] or []) + [_SkippedStepsWarning()]
+            else:
+                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [_SkippedStepsWarning()]
+        return super().fit(*args, **kwargs)
 
     def test_step(self, data):
         x, y, sample_weight, teacher_outputs = self._unpack(data)
@@ -888,8 +1006,10 @@ class Distiller(keras.Model):
 
     def reset_metrics(self):
         super().reset_metrics()
-        for tracker in (self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker):
-            tracker.reset_state()
+        for tracker in (self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker,
+                        self.non_finite_steps_tracker):
+            if tracker is not None:
+                tracker.reset_state()
 
     # ---------------------------------------------------------------- config
     def get_compile_config(self):

@@ -119,3 +119,65 @@ def test_teacher_ending_in_softmax_warns_with_the_fix(nested):
     log_p = np.log(teacher.predict(x, verbose=0))
     expected = numpy_kd(log_p, distiller.student.predict(x, verbose=0), 2.0).mean()
     assert logs["distillation_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- non-finite steps (item 2)
+def _nan_in_second_batch():
+    x, y = toy_data(n=64)
+    x_bad = x.copy()
+    x_bad[20, 0] = np.nan  # one NaN pixel in the second batch of 16
+    return x, x_bad, y
+
+
+def _relu_distiller(check_finite="raise"):
+    # A ReLU student: the loss stays finite (ReLU hides the NaN), the first kernel's gradient does not.
+    return Distiller(mlp(hidden=32, seed=7), mlp(hidden=8, seed=3), check_finite=check_finite).compile(
+        optimizer=keras.optimizers.Adam(0.01))
+
+
+def test_non_finite_gradients_stop_training_before_the_update():
+    x, x_bad, y = _nan_in_second_batch()
+    distiller = _relu_distiller()
+    with pytest.raises(Exception, match=r"the loss or its gradients became non-finite \(NaN or inf\) at step\] "
+                                        r"\[1\].*the weights were not updated by it"):
+        distiller.fit(x_bad, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
+    after_one_step = _relu_distiller()
+    after_one_step.fit(x[:16], y[:16], epochs=1, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(distiller.student.get_weights(), after_one_step.student.get_weights()):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # exactly the first, clean step
+
+
+def test_non_finite_steps_can_be_skipped_counted_and_warned_about():
+    x, x_bad, y = _nan_in_second_batch()
+    distiller = _relu_distiller("skip")
+    with pytest.warns(UserWarning, match=r"skipped 1 training step\(s\) in epoch 2 because the loss or the "
+                                         r"gradients were NaN or inf"):
+        history = distiller.fit(x_bad, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+    assert history.history["non_finite_steps"] == [1.0, 1.0]
+    assert all(np.isfinite(history.history["loss"]))  # the means leave the skipped step out
+    assert int(distiller.optimizer.iterations.numpy()) == 6
+    # Skipping is the same as training without that batch.
+    keep = np.r_[0:16, 32:64]
+    reference = _relu_distiller("skip")
+    reference.fit(x[keep], y[keep], epochs=2, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(distiller.student.get_weights(), reference.student.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_terminate_on_nan_still_works_and_check_finite_is_validated():
+    x, x_bad, y = _nan_in_second_batch()
+    x_bad[20] = np.nan  # the whole row: the loss itself becomes NaN
+    distiller = Distiller(mlp(hidden=32, seed=7), mlp(hidden=0, seed=3), check_finite=False).compile(
+        optimizer="sgd")
+    seen = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+
+    distiller.fit(x_bad, y, epochs=3, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[keras.callbacks.TerminateOnNaN(), Batches()])
+    assert seen == [0, 1]  # TerminateOnNaN stopped fit at the NaN batch, as in Keras
+    with pytest.raises(ValueError, match=r"check_finite must be 'raise' \(or True\), 'skip' or False, got 'warn'"):
+        Distiller(mlp(seed=7), mlp(seed=3), check_finite="warn")
