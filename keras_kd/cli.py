@@ -568,8 +568,8 @@ def cmd_distill(args):
     if args.json:
         _print_json(summary)
     else:
-        final = history.get("val_accuracy", ["?"])[-1] if history.get("val_accuracy") else "?"
-        print(f"student saved to {student_path}; final val_accuracy {final}")
+        final = f"{history['val_accuracy'][-1]:.2%}" if history.get("val_accuracy") else "n/a"
+        print(f"student saved to {student_path}; final val_accuracy {final}; report: keras-kd report {output}")
     return EXIT_OK
 
 
