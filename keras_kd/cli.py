@@ -503,6 +503,13 @@ def cmd_distill(args):
     if os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"the run folder {output!r} is a file; pass --output FOLDER")
     settings["output"] = output
+    from keras_kd.files import check_writable_folder
+
+    # found now, not after the first epoch: the run folder itself, or the folder it will be created in
+    existing = output if os.path.isdir(output) else os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(existing):
+        raise UsageError(f"the folder {existing!r} that would hold the run folder {output!r} does not exist")
+    check_writable_folder(os.path.join(existing, _HISTORY), "the run folder")
     if args.restart:
         shutil.rmtree(os.path.join(output, _CHECKPOINT_DIR), ignore_errors=True)
     resume = _resume_state(output) if os.path.isdir(output) else None

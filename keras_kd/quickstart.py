@@ -183,6 +183,9 @@ def run_quickstart(out_dir="keras_kd_quickstart", dataset="mnist5k", teacher_epo
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     started = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
+    from keras_kd.files import check_writable_folder
+
+    check_writable_folder(os.path.join(out_dir, "report.json"), "the run folder")  # before minutes of training
     keras.utils.set_random_seed(seed)
     data = load_dataset(dataset, limit=limit, seed=seed)
     x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test

@@ -259,6 +259,22 @@ def _tiny_models(tmp_path):
     build_student((8, 8, 1), 10, width=4, hidden=16, name="s").save(tmp_path / "student.keras")
 
 
+def test_an_unwritable_run_folder_is_found_before_anything_loads(tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    import keras_kd.data
+
+    monkeypatch.setattr(keras_kd.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded before checks"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    assert main(["distill", _config(tmp_path, "epochs: 2\n")]) == 2
+    assert re.search(r"Cannot write the run folder .*Read-only file system", capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tmp_path, capsys, monkeypatch):
     from keras_kd.distiller import Distiller
 
