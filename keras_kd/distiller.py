@@ -466,8 +466,8 @@ class Distiller(keras.Model):
                 config["dtype"] = dtype
                 return layer.__class__.from_config(config)
 
-            # The first call usually happens while fit() traces train_step (or inside the cache's
-            # tf.function); cloning and get_weights() need eager mode, so lift them out of the graph.
+            # fit() and evaluate() make the copy before tracing (make_train_function); a first call inside a
+            # tf.function (the cache's) needs eager mode for cloning and get_weights(), so lift it out of the graph.
             with tf.init_scope():
                 with keras.utils.custom_object_scope({}):
                     clone = keras.models.clone_model(source, clone_function=clone_layer)
@@ -475,6 +475,33 @@ class Distiller(keras.Model):
                 clone.trainable = False
             self._reduced_teacher = clone
         return self._reduced_teacher
+
+    def _prepare_reduced_teacher(self):
+        """Makes the reduced-precision teacher in cross-replica context, before a step is traced.
+
+        Made lazily while one replica traces the step (MirroredStrategy), its `set_weights` would reach that
+        replica's copy of the variables only: the others would teach from random weights.
+        """
+        if self.teacher_dtype is None or self._reduced_teacher is not None or not _is_built(self.teacher):
+            return
+        self._ensure_losses()
+        strategy = getattr(self, "distribute_strategy", None) or tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Its variables would be broadcast from worker 0 by a collective that rejects bfloat16 on CPU.
+            # Outside the scope each worker keeps one local copy (one replica per worker), set from its own
+            # (identical) teacher here, in cross-replica context.
+            self._reduced_precision_teacher()
+            return
+        with strategy.scope():
+            self._reduced_precision_teacher()
+
+    def make_train_function(self, *args, **kwargs):
+        self._prepare_reduced_teacher()
+        return super().make_train_function(*args, **kwargs)
+
+    def make_test_function(self, *args, **kwargs):
+        self._prepare_reduced_teacher()
+        return super().make_test_function(*args, **kwargs)
 
     # --------------------------------------------------------------- compile
     def compile(self, optimizer="adam", loss=None, metrics=None, student_loss=None, distillation_loss=None,
@@ -863,8 +890,9 @@ class Distiller(keras.Model):
             else:
                 tracker.update_state(tf.where(finite, value, tf.zeros_like(value)), sample_weight=weight)
         if finite is not None and self.non_finite_steps_tracker is not None:
-            # A Sum metric adds up the replicas' values when read: each replica adds its share of the step.
-            self.non_finite_steps_tracker.update_state((1.0 - weight) / num_replicas)
+            # `finite` is agreed across replicas, and Keras reads a metric's replicas as one value (not their
+            # sum): each replica counts the whole step.
+            self.non_finite_steps_tracker.update_state(1.0 - weight)
 
     def _logs(self, x, y, y_pred, sample_weight):
         logs = {}

@@ -17,16 +17,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(ROOT, "tests", "scripts", "distill_job.py")
 
 
-def _run_distiller(strategy, x, y, teacher_weights, student_weights):
+def _run_distiller(strategy, x, y, teacher_weights, student_weights, **kwargs):
     with strategy.scope():
         teacher = mlp(hidden=32, seed=7)
         teacher.set_weights(teacher_weights)
         student = mlp(seed=3)
         student.set_weights(student_weights)
-        distiller = Distiller(teacher=teacher, student=student, alpha=0.6, temperature=2.0)
+        distiller = Distiller(teacher=teacher, student=student, alpha=0.6, temperature=2.0, **kwargs)
         distiller.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"])
     history = distiller.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
-    return distiller.student.get_weights(), history.history
+    return distiller.student.get_weights(), history.history, distiller
+
+
+def _two_devices():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("two logical CPU devices were not configured (TensorFlow initialised early)")
+    # ReductionToOneDevice: collective all-reduce keys clash between strategies built in one test process.
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 @pytest.mark.legacy_keras
@@ -36,17 +45,47 @@ def test_mirrored_two_devices_equals_one_device():
         pytest.skip("two logical CPU devices were not configured (TensorFlow initialised early)")
     x, y = toy_data(n=64)
     teacher, student = mlp(hidden=32, seed=7), mlp(seed=3)
-    single_w, single_h = _run_distiller(tf.distribute.OneDeviceStrategy("/cpu:0"), x, y,
-                                        teacher.get_weights(), student.get_weights())
-    # ReductionToOneDevice: collective all-reduce keys clash between strategies built in one test process.
-    mirrored = tf.distribute.MirroredStrategy([d.name for d in devices[:2]],
-                                      cross_device_ops=tf.distribute.ReductionToOneDevice())
+    single_w, single_h, _ = _run_distiller(tf.distribute.OneDeviceStrategy("/cpu:0"), x, y,
+                                           teacher.get_weights(), student.get_weights())
+    mirrored = _two_devices()
     assert mirrored.num_replicas_in_sync == 2
-    mirror_w, mirror_h = _run_distiller(mirrored, x, y, teacher.get_weights(), student.get_weights())
+    mirror_w, mirror_h, _ = _run_distiller(mirrored, x, y, teacher.get_weights(), student.get_weights())
     for a, b in zip(single_w, mirror_w):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(single_h["loss"], mirror_h["loss"], rtol=1e-4)
     np.testing.assert_allclose(single_h["distillation_loss"], mirror_h["distillation_loss"], rtol=1e-4)
+
+
+def test_bfloat16_teacher_is_the_trained_teacher_on_every_replica():
+    """The reduced-precision copy is made before fit traces the step, so each replica reads the trained weights."""
+    x, y = toy_data(n=64)
+    teacher, student = mlp(hidden=32, seed=7), mlp(seed=3)
+    single_w, single_h, _ = _run_distiller(tf.distribute.OneDeviceStrategy("/cpu:0"), x, y, teacher.get_weights(),
+                                           student.get_weights(), teacher_dtype="bfloat16")
+    mirror_w, mirror_h, distiller = _run_distiller(_two_devices(), x, y, teacher.get_weights(),
+                                                   student.get_weights(), teacher_dtype="bfloat16")
+    for variable, expected in zip(distiller._reduced_teacher.weights, teacher.get_weights()):
+        variable = getattr(variable, "value", variable)  # the tf.Variable (mirrored) inside a Keras Variable
+        for replica_value in distiller.distribute_strategy.experimental_local_results(variable):
+            np.testing.assert_array_equal(replica_value.numpy().astype("float32"),
+                                          expected.astype("bfloat16").astype("float32"))
+    for a, b in zip(single_w, mirror_w):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(single_h["distillation_loss"], mirror_h["distillation_loss"], rtol=1e-4)
+
+
+def test_skipped_non_finite_step_under_mirrored_equals_one_device():
+    x, y = toy_data(n=64)
+    x[20, 0] = np.nan  # second batch of 16: on replica 1 only, after the split into two halves of 8
+    teacher, student = mlp(hidden=32, seed=7), mlp(seed=3)
+    runs = [_run_distiller(strategy, x, y, teacher.get_weights(), student.get_weights(), check_finite="skip")
+            for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"), _two_devices())]
+    (single_w, single_h, _), (mirror_w, mirror_h, _) = runs
+    assert single_h["non_finite_steps"] == mirror_h["non_finite_steps"] == [1.0, 1.0]
+    for a, b in zip(single_w, mirror_w):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(single_h["loss"], mirror_h["loss"], rtol=1e-4)
 
 
 def _free_ports(count):
@@ -67,15 +106,17 @@ def _env(**extra):
 
 
 @pytest.mark.slow
-def test_multiworker_two_processes_equals_one_device(tmp_path):
+@pytest.mark.parametrize("teacher_dtype", [None, "bfloat16"])
+def test_multiworker_two_processes_equals_one_device(tmp_path, teacher_dtype):
+    extra = [f"teacher_dtype={teacher_dtype}"] if teacher_dtype else []
     single = tmp_path / "single.npz"
-    subprocess.run([sys.executable, JOB, "single", f"out={single}"], check=True, env=_env(), timeout=300)
+    subprocess.run([sys.executable, JOB, "single", f"out={single}"] + extra, check=True, env=_env(), timeout=300)
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     out = tmp_path / "multi.npz"
     workers = [
         subprocess.Popen(
-            [sys.executable, JOB, "multiworker", f"out={out}"],
+            [sys.executable, JOB, "multiworker", f"out={out}"] + extra,
             env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )

@@ -2,6 +2,7 @@
 
 Modes:
   single       train on one device, write the student's weights to OUT
+               (teacher_dtype=bfloat16 runs the teacher in bfloat16, in single and multiworker)
   multiworker  one worker of MultiWorkerMirroredStrategy (TF_CONFIG set by the test)
   full         train EPOCHS epochs with a temperature schedule, no interruption
   interrupted  same, with BackupAndRestore in BACKUP; the process kills itself after KILL_AFTER epochs
@@ -36,19 +37,19 @@ def models():
     return teacher, student
 
 
-def build():
+def build(teacher_dtype=None):
     teacher, student = models()
-    distiller = Distiller(teacher=teacher, student=student, alpha=0.6)
+    distiller = Distiller(teacher=teacher, student=student, alpha=0.6, teacher_dtype=teacher_dtype)
     return distiller.compile(optimizer=keras.optimizers.SGD(0.05))
 
 
-def main(mode, out, backup=None, epochs=4, kill_after=2):
+def main(mode, out, backup=None, epochs=4, kill_after=2, teacher_dtype=None):
     keras.config.disable_traceback_filtering() if hasattr(keras, "config") else None
     x, y = data()
     if mode == "multiworker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         with strategy.scope():
-            distiller = build()
+            distiller = build(teacher_dtype)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).with_options(options)
@@ -57,7 +58,7 @@ def main(mode, out, backup=None, epochs=4, kill_after=2):
         if task["index"] != 0:
             return
     elif mode == "single":
-        distiller = build()
+        distiller = build(teacher_dtype)
         history = distiller.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0)
     else:
         distiller = build()
@@ -82,4 +83,4 @@ def main(mode, out, backup=None, epochs=4, kill_after=2):
 
 if __name__ == "__main__":
     arguments = dict(arg.split("=", 1) for arg in sys.argv[2:])
-    main(sys.argv[1], arguments["out"], arguments.get("backup"))
+    main(sys.argv[1], arguments["out"], arguments.get("backup"), teacher_dtype=arguments.get("teacher_dtype"))
