@@ -136,6 +136,10 @@ def _adapt_keras_distillation_loss(loss):
     return from_keras_distillation_loss(loss)
 
 
+def _optimizer_built(optimizer):
+    return bool(getattr(optimizer, "built", False)) and len(getattr(optimizer, "variables", ())) > 0
+
+
 def _is_loss_scale_optimizer(optimizer):
     classes = tuple(cls for cls in (getattr(keras.optimizers, "LossScaleOptimizer", None),
                                     getattr(keras.mixed_precision, "LossScaleOptimizer", None)) if cls is not None)
@@ -1048,6 +1052,8 @@ class Distiller(keras.Model):
             student_loss = self._student_loss_config
             config["student_loss"] = (student_loss if isinstance(student_loss, str)
                                       else keras.saving.serialize_keras_object(student_loss))
+            # Whether the saved file holds the optimizer's slots, so loading builds it only then.
+            config["optimizer_built"] = _optimizer_built(getattr(self, "optimizer", None))
         return config
 
     def compile_from_config(self, config):
@@ -1055,8 +1061,9 @@ class Distiller(keras.Model):
         config = dict(keras.saving.deserialize_keras_object(config))
         config.pop("loss", None)
         config.pop("loss_weights", None)
+        optimizer_built = config.pop("optimizer_built", True)
         self.compile(**config)
-        if getattr(self, "optimizer", None) is not None and self.built:
+        if getattr(self, "optimizer", None) is not None and self.built and optimizer_built:
             # Built over the variables train_step updates, in that order, so the saved slots load onto them.
             self.optimizer.build(self._variables_to_train())
 
@@ -1076,22 +1083,30 @@ class Distiller(keras.Model):
             "teacher_dtype": self.teacher_dtype,
             "ignore_index": self.ignore_index,
             "check_finite": self.check_finite,
+            # The teacher's or student's own optimizer, from training before distillation, is saved with them;
+            # from_config builds it only when it had been built, so its saved state loads.
+            "built_optimizers": [role for role, model in (("teacher", self.teacher), ("student", self.student))
+                                 if _optimizer_built(getattr(model, "optimizer", None))],
         }
 
     @staticmethod
-    def _deserialize_model(config, custom_objects):
-        """Rebuilds the teacher or student, with the optimizer it was compiled with built so its state loads.
+    def _deserialize_model(config, custom_objects, optimizer_built):
+        """Rebuilds the teacher or student compiled, its optimizer built exactly when the saved one was.
 
         A teacher compiled and trained before distillation is saved with its optimizer's slots, built while it
         was trainable. Keras would compile the loaded (frozen) copy with an optimizer built over no variables,
         then skip its saved state with a warning; building it over the model's variables, as when they were
-        trainable, restores that state.
+        trainable, restores that state. An optimizer saved unbuilt stays unbuilt (nothing to restore).
         """
         compile_config = config.get("compile_config") if isinstance(config, dict) else None
         if not compile_config:
             return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
         config = {key: value for key, value in config.items() if key != "compile_config"}
         model = keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+        if not optimizer_built:
+            with keras.saving.custom_object_scope(custom_objects or {}):
+                model.compile(**keras.saving.deserialize_keras_object(compile_config))
+            return model
         layers, stack = [], [model]
         while stack:
             layer = stack.pop()
@@ -1111,8 +1126,9 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["teacher"] = cls._deserialize_model(config["teacher"], custom_objects)
-        config["student"] = cls._deserialize_model(config["student"], custom_objects)
+        built = config.pop("built_optimizers", ("teacher", "student"))
+        config["teacher"] = cls._deserialize_model(config["teacher"], custom_objects, "teacher" in built)
+        config["student"] = cls._deserialize_model(config["student"], custom_objects, "student" in built)
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(l, custom_objects=custom_objects) if isinstance(l, dict) else l
             for l in config["distillation_losses"]

@@ -473,3 +473,20 @@ def test_error_messages_say_what_each_weight_weights():
         Distiller(teacher=mlp(seed=7), student=mlp(seed=3), student_loss_weight=1.5)
     with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got True \(a bool\)"):
         Distiller(teacher=mlp(seed=7), student=mlp(seed=3), temperature=True)
+
+
+@pytest.mark.skipif(LEGACY_KERAS, reason="the .keras whole-model format with compile config is Keras 3's")
+def test_loading_a_never_trained_distiller_warns_nothing(tmp_path):
+    """Saved before any step, the optimizers have no slots: loading must not build them and then skip them."""
+    x, _ = toy_data(n=8)
+    teacher = mlp(hidden=32, seed=7)
+    teacher.compile(optimizer="adam", loss="mse")  # compiled, never trained
+    distiller = Distiller(teacher=teacher, student=mlp(seed=3)).compile(optimizer="adam")
+    distiller(x)
+    path = str(tmp_path / "fresh.keras")
+    distiller.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.saving.load_model(path)
+    assert not [str(w.message) for w in caught if "Skipping variable loading" in str(w.message)]
+    assert loaded.compiled and not loaded.optimizer.built and not loaded.teacher.optimizer.built
