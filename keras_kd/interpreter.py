@@ -195,7 +195,7 @@ def interpreter_backend():
     raise ImportError(_INSTALL_HINT)
 
 
-def load_interpreter(model, num_threads=None, use_xnnpack=True):
+def load_interpreter(model, num_threads=None, use_xnnpack=True, preserve_all_tensors=False):
     """Builds an allocated interpreter for a `.tflite` file or its bytes.
 
     Args:
@@ -203,6 +203,9 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True):
         num_threads: CPU threads for the interpreter; `None` lets LiteRT choose.
         use_xnnpack: when False, the default XNNPACK delegate is not applied
             (plain builtin kernels), for comparisons.
+        preserve_all_tensors: keep every intermediate tensor readable after
+            `invoke()` (`get_tensor` on any index), for layer-by-layer
+            comparisons; implies `use_xnnpack=False`.
 
     Returns:
         An interpreter with its tensors allocated.
@@ -234,6 +237,9 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True):
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
         kwargs["num_threads"] = int(num_threads)
+    if preserve_all_tensors:
+        kwargs["experimental_preserve_all_tensors"] = True
+        use_xnnpack = False  # a delegate computes whole subgraphs and keeps no intermediate tensors
     errors = []
     for name, cls, resolver in _interpreter_classes():
         options = dict(kwargs)

@@ -560,6 +560,8 @@ def test_public_surface_is_pinned():
             "is_quantization_aware",
             "float_layers",
             "supported_layer_types",
+            "compare_layers",
+            "LayerDrift",
             "QuantizeRule",
             "QuantizeRegistry",
             "ActivationRule",

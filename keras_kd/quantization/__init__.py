@@ -20,6 +20,7 @@ assert is_quantization_aware(qat_student)
 """
 
 from keras_kd.quantization.activations import ACTIVATIONS, ActivationRule
+from keras_kd.quantization.compare import LayerDrift, compare_layers
 from keras_kd.quantization.folding import fold_batch_norm
 from keras_kd.quantization.layers import (
     FakeQuant,
@@ -37,6 +38,8 @@ __all__ = [
     "is_quantization_aware",
     "float_layers",
     "supported_layer_types",
+    "compare_layers",
+    "LayerDrift",
     "QuantizeRule",
     "QuantizeRegistry",
     "ActivationRule",

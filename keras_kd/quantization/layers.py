@@ -317,8 +317,9 @@ class KernelRule:
 def _kernel_rows():
     layers = keras.layers
     conv = KernelRule("kernel", True, _apply_conv, "CONV_2D")
+    # Per tensor: the converter cannot carry a per-channel scale through the kernel transpose it adds.
     transpose = KernelRule(
-        "kernel", True, _apply_conv_transpose, "TRANSPOSE_CONV", _swap_last_axes, _swap_last_axes
+        "kernel", False, _apply_conv_transpose, "TRANSPOSE_CONV", _swap_last_axes, _swap_last_axes
     )
     depthwise = KernelRule(
         "kernel", True, _apply_depthwise, "DEPTHWISE_CONV_2D", _depthwise_to_channels_last,
@@ -489,17 +490,21 @@ class QuantizedWeights(_QuantizedWrapper):
             epsilon=bn.epsilon,
         )
 
-    def _quantize_kernel(self, kernel):
-        return fake_quant_weights(kernel, channel_axis=-1 if self.kernel_rule.per_channel else None, num_bits=self.num_bits)
+    def _quantize(self, kernel):
+        rule = self.kernel_rule
+        if rule.per_channel:
+            return rule.from_channels_last(fake_quant_weights(kernel, channel_axis=-1, num_bits=self.num_bits), self.layer)
+        # per tensor: restore the layout first, so the fake quant is the last op on the constant
+        # (the converter refuses a transpose of a quantized kernel)
+        return fake_quant_weights(rule.from_channels_last(kernel, self.layer), num_bits=self.num_bits)
 
     def quantized_kernel(self):
-        """The folded kernel after int8 fake quantization, in the layer's own layout, float32."""
-        kernel, _ = self.folded_kernel_and_bias()
-        return self.kernel_rule.from_channels_last(self._quantize_kernel(kernel), self.layer)
+        """The folded kernel after int8 fake quantization, in the layout the op reads, float32."""
+        return self._quantize(self.folded_kernel_and_bias()[0])
 
     def call(self, inputs, training=None):
         kernel, bias = self.folded_kernel_and_bias()
-        kernel = self.kernel_rule.from_channels_last(self._quantize_kernel(kernel), self.layer)
+        kernel = self._quantize(kernel)
         outputs = self.kernel_rule.apply(self.layer, inputs, tf.cast(kernel, self.compute_dtype))
         if bias is not None:
             outputs = outputs + tf.cast(bias, self.compute_dtype)

@@ -6,6 +6,8 @@ the result has a rule in the registry:
 
 * SeparableConv1D/2D become a DepthwiseConv (no bias) and a 1x1 Conv (TFLite
   has no separable kernel; it runs exactly these two).
+* A Conv2D with `groups` equal to its input channels becomes the
+  DepthwiseConv2D it is (keras-hub's MobileNet writes depthwise convolutions so).
 * A weight layer with an activation TFLite does not fuse (swish, sigmoid,
   hard-swish, GELU) is split into the linear layer and an `Activation`.
 * LayerNormalization becomes keras.ops (MEAN, SUB, MUL, RSQRT, ...), as TFLite
@@ -133,6 +135,12 @@ def _attention_check(kwargs):
     return None
 
 
+def _is_depthwise_grouped(layer):
+    if type(layer) is not keras.layers.Conv2D or layer.groups == 1 or layer.data_format != "channels_last":
+        return False
+    return layer.kernel.shape[-2] == 1 and layer.filters % layer.groups == 0
+
+
 class _Canonicalizer:
     def __init__(self, registry, names):
         self.registry = registry
@@ -160,12 +168,39 @@ class _Canonicalizer:
             args, kwargs = node.arguments.fill_in({id(t): tensors[id(t)] for t in node.input_tensors})
             return keras.tree.flatten(rule.rewrite(operation, args, kwargs, self.names))
         if self._should_trace(operation, rule):
-            return call_node(node, self._trace(node, operation), tensors)
+            # the traced model takes the node's input tensors flat, in order (query and value may be one tensor)
+            traced = self._trace(node, operation)
+            inputs = [tensors[id(t)] for t in node.input_tensors]
+            return keras.tree.flatten(traced(inputs if len(inputs) > 1 else inputs[0]))
+        if _is_depthwise_grouped(operation):
+            return self._grouped_to_depthwise(node, operation, tensors)
         if rule is not None and rule.role == "weights" and rule.reason(operation) is None:
             activation = activation_rule(getattr(operation, "activation", None))
             if activation is not None and activation.kind not in ("identity", "fused"):
                 return self._split_activation(node, operation, tensors, activation.name)
         return self._clone_call(node, operation, tensors)
+
+    def _grouped_to_depthwise(self, node, layer, tensors):
+        """Conv2D(groups=in_channels) is a depthwise convolution: TFLite runs it as DEPTHWISE_CONV_2D."""
+        kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kh, kw, 1, filters), filters = in * multiplier
+        in_channels = layer.groups
+        multiplier = layer.filters // in_channels
+        activation = activation_rule(layer.activation)
+        fused = activation is None or activation.kind in ("identity", "fused")
+        depthwise = keras.layers.DepthwiseConv2D(
+            layer.kernel_size, strides=layer.strides, padding=layer.padding, depth_multiplier=multiplier,
+            dilation_rate=layer.dilation_rate, use_bias=layer.use_bias,
+            activation=layer.activation if fused else None,
+            name=layer.name if fused else self.names(f"{layer.name}_preact"), dtype=layer.dtype_policy,
+        )
+        outputs = call_node(node, depthwise, tensors)
+        weights = [kernel.reshape(*kernel.shape[:2], in_channels, multiplier)]
+        if layer.use_bias:
+            weights.append(keras.ops.convert_to_numpy(layer.bias))
+        depthwise.set_weights(weights)
+        if fused:
+            return outputs
+        return [keras.layers.Activation(activation.name, name=layer.name, dtype=layer.dtype_policy)(outputs[0])]
 
     def _should_trace(self, operation, rule):
         from keras_kd.quantization.registry import _traceable
@@ -197,12 +232,18 @@ class _Canonicalizer:
 
     def _trace(self, node, layer):
         """A nested Functional model computing `layer`, made of its sublayers and keras.ops."""
-        clone = clone_layer(layer)
         inner = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in node.input_tensors]
         args, kwargs = node.arguments.fill_in({id(t): i for t, i in zip(node.input_tensors, inner)})
-        clone(*args, **kwargs)  # builds it, so the weights can be copied
-        if layer.weights:
-            clone.set_weights(layer.get_weights())
+        try:
+            clone = clone_layer(layer)
+        except (TypeError, ValueError):
+            # A config that does not round-trip (keras-hub's SqueezeAndExcite2D): trace the layer itself.
+            # Its sublayers only gain symbolic nodes; the rewrite copies each of them below.
+            clone = layer
+        else:
+            clone(*args, **kwargs)  # builds it, so the weights can be copied
+            if layer.weights:
+                clone.set_weights(layer.get_weights())
         kwargs = {key: value for key, value in kwargs.items() if key not in ("training", "mask")}
         try:
             outputs = clone.call(*args, **kwargs)

@@ -1,0 +1,367 @@
+"""Conformance over the quantization registry: every rule and every activation converts to all-int8.
+
+Each default rule (and each row of the activation table) has a small model here. It is made
+quantization-aware, calibrated, converted by `to_tflite`, and checked to have no float op, int8
+edges, and outputs within a few quantization steps of its Keras QAT model. A new rule without a
+sample model fails `test_every_rule_has_a_sample`.
+"""
+
+import numpy as np
+import pytest
+
+from keras_kd.backend import keras
+from keras_kd.quantization import ACTIVATIONS, QuantizeRule, float_layers, quantize_model
+from keras_kd.quantization.registry import default_rules
+
+L = keras.layers
+ops = keras.ops
+
+
+def _image(shape=(8, 8, 3)):
+    return keras.Input(shape, name="image")
+
+
+def _sequence(shape=(12, 4)):
+    return keras.Input(shape, name="sequence")
+
+
+def _after_conv(layer, shape=(8, 8, 3)):
+    def build():
+        inputs = _image(shape)
+        return keras.Model(inputs, layer()(L.Conv2D(4, 3, padding="same")(inputs)))
+
+    return build
+
+
+def _after_conv1d(layer):
+    def build():
+        inputs = _sequence()
+        return keras.Model(inputs, layer()(L.Conv1D(4, 3, padding="same")(inputs)))
+
+    return build
+
+
+def _binary(layer):
+    def build():
+        inputs = _image()
+        a = L.Conv2D(4, 3, padding="same")(inputs)
+        b = L.Conv2D(4, 1)(inputs)
+        return keras.Model(inputs, layer()([a, b]))
+
+    return build
+
+
+def _unary_op(function, shape=(8, 8, 3)):
+    def build():
+        inputs = _image(shape)
+        return keras.Model(inputs, function(L.Conv2D(4, 3, padding="same")(inputs)))
+
+    return build
+
+
+def _attention_op():
+    inputs = _sequence((6, 8))
+    query = L.Reshape((6, 2, 4))(L.Dense(8)(inputs))
+    key = L.Reshape((6, 2, 4))(L.Dense(8)(inputs))
+    value = L.Reshape((6, 2, 4))(L.Dense(8)(inputs))
+    return keras.Model(inputs, L.Flatten()(ops.dot_product_attention(query, key, value)))
+
+
+def _embedding():
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    return keras.Model(tokens, L.GlobalAveragePooling1D()(L.Embedding(20, 8)(tokens)))
+
+
+def _multi_head_attention():
+    inputs = _sequence((6, 8))
+    return keras.Model(inputs, L.MultiHeadAttention(2, 4)(inputs, inputs))
+
+
+def _normalization():
+    inputs = _sequence((6,))
+    norm = L.Normalization(mean=[1.0, 2.0, 0.0, -1.0, 0.5, 3.0], variance=[1.0, 4.0, 0.5, 2.0, 1.0, 9.0])
+    return keras.Model(inputs, L.Dense(4)(norm(inputs)))
+
+
+def _standalone_batch_norm():
+    inputs = _sequence((6,))
+    bn = L.BatchNormalization()
+    outputs = L.Dense(3)(bn(inputs))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(1)
+    bn.set_weights([rng.uniform(0.5, 2, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2, 6)])
+    return model
+
+
+_LAYER_SAMPLES = {
+    "Conv1D": lambda: keras.Model(i := _sequence(), L.Conv1D(4, 3, padding="causal", activation="relu")(i)),
+    "Conv2D": lambda: keras.Model(i := _image(), L.Conv2D(4, 3, strides=2, activation="relu6")(i)),
+    "DepthwiseConv1D": lambda: keras.Model(i := _sequence(), L.DepthwiseConv1D(3, depth_multiplier=2)(i)),
+    "DepthwiseConv2D": lambda: keras.Model(i := _image(), L.DepthwiseConv2D(3, padding="same")(i)),
+    "Conv1DTranspose": lambda: keras.Model(i := _sequence(), L.Conv1DTranspose(4, 3, strides=2, padding="same")(i)),
+    "Conv2DTranspose": lambda: keras.Model(i := _image(), L.Conv2DTranspose(4, 3, strides=2, padding="same")(i)),
+    "Dense": lambda: keras.Model(i := _sequence((6,)), L.Dense(4, activation="gelu")(i)),
+    "EinsumDense": lambda: keras.Model(
+        i := _sequence((5, 6)), L.EinsumDense("abc,cd->abd", output_shape=(None, 4), bias_axes="d")(i)
+    ),
+    "Embedding": _embedding,
+    "Add": _binary(L.Add),
+    "Subtract": _binary(L.Subtract),
+    "Multiply": _binary(L.Multiply),
+    "Concatenate": _binary(L.Concatenate),
+    "GlobalAveragePooling1D": _after_conv1d(L.GlobalAveragePooling1D),
+    "GlobalAveragePooling2D": _after_conv(lambda: L.GlobalAveragePooling2D(keepdims=True)),
+    "Softmax": lambda: keras.Model(i := _sequence((6,)), L.Softmax()(L.Dense(5)(i))),
+    "Activation": _after_conv(lambda: L.Activation("hard_silu")),
+    "ReLU": _after_conv(lambda: L.ReLU(6.0)),
+    "LeakyReLU": _after_conv(lambda: L.LeakyReLU(0.1)),
+    "Rescaling": lambda: keras.Model(i := _image(), L.Conv2D(4, 3)(L.Rescaling(1 / 127.5, offset=-1.0)(i))),
+    "Normalization": _normalization,
+    "BatchNormalization": _standalone_batch_norm,
+    "InputLayer": lambda: keras.Model(i := _sequence((6,)), L.Dense(3)(i)),
+    "MaxPooling1D": _after_conv1d(L.MaxPooling1D),
+    "MaxPooling2D": _after_conv(L.MaxPooling2D),
+    "AveragePooling1D": _after_conv1d(lambda: L.AveragePooling1D(2)),
+    "AveragePooling2D": _after_conv(lambda: L.AveragePooling2D(2)),
+    "GlobalMaxPooling1D": _after_conv1d(L.GlobalMaxPooling1D),
+    "GlobalMaxPooling2D": _after_conv(L.GlobalMaxPooling2D),
+    "ZeroPadding1D": _after_conv1d(L.ZeroPadding1D),
+    "ZeroPadding2D": _after_conv(L.ZeroPadding2D),
+    "Cropping1D": _after_conv1d(lambda: L.Cropping1D(1)),
+    "Cropping2D": _after_conv(lambda: L.Cropping2D(1)),
+    "UpSampling1D": _after_conv1d(L.UpSampling1D),
+    "UpSampling2D": _after_conv(lambda: L.UpSampling2D(interpolation="bilinear")),
+    "Resizing": _after_conv(lambda: L.Resizing(12, 12)),
+    "Reshape": _after_conv(lambda: L.Reshape((16, 16))),
+    "Flatten": _after_conv(L.Flatten),
+    "Permute": _after_conv(lambda: L.Permute((2, 1, 3))),
+    "Dropout": _after_conv(lambda: L.Dropout(0.2)),
+    "SpatialDropout1D": _after_conv1d(lambda: L.SpatialDropout1D(0.2)),
+    "SpatialDropout2D": _after_conv(lambda: L.SpatialDropout2D(0.2)),
+    "Identity": _after_conv(L.Identity),
+    "SeparableConv1D": lambda: keras.Model(i := _sequence(), L.SeparableConv1D(6, 3, activation="relu")(i)),
+    "SeparableConv2D": lambda: keras.Model(i := _image(), L.SeparableConv2D(6, 3, depth_multiplier=2)(i)),
+    "LayerNormalization": lambda: keras.Model(i := _sequence((6, 8)), L.LayerNormalization()(L.Dense(8)(i))),
+    "MultiHeadAttention": _multi_head_attention,
+}
+
+# keras.ops operations, by the name of their class.
+_OP_SAMPLES = {
+    "Add": _unary_op(lambda x: x + 3.0),
+    "Subtract": _unary_op(lambda x: ops.subtract(x, L.Conv2D(4, 1)(x))),
+    "Multiply": _unary_op(lambda x: x * (1.0 / 6.0)),
+    "Concatenate": _unary_op(lambda x: ops.concatenate([x, L.Conv2D(2, 1)(x)], axis=-1)),
+    "Mean": _unary_op(lambda x: ops.mean(x, axis=(1, 2))),
+    "Einsum": lambda: keras.Model(i := _sequence((6, 8)), ops.einsum("btc,bsc->bts", L.Dense(8)(i), L.Dense(8)(i))),
+    "Matmul": lambda: keras.Model(
+        i := _sequence((6, 8)), ops.matmul(L.Dense(8)(i), ops.transpose(L.Dense(8)(i), (0, 2, 1)))
+    ),
+    "Rsqrt": _unary_op(lambda x: ops.rsqrt(ops.add(ops.multiply(x, x), 1.0))),
+    "Reshape": _unary_op(lambda x: ops.reshape(x, (-1, 64, 4))),
+    "Transpose": _unary_op(lambda x: ops.transpose(x, (0, 2, 1, 3))),
+    "ExpandDims": _unary_op(lambda x: ops.expand_dims(ops.mean(x, axis=1), 1)),
+    "Squeeze": _unary_op(lambda x: ops.squeeze(ops.mean(x, axis=1, keepdims=True), 1)),
+    "Max": _unary_op(lambda x: ops.max(x, axis=(1, 2))),
+    "Relu": _unary_op(ops.relu),
+    "Relu6": _unary_op(ops.relu6),
+    "Sigmoid": _unary_op(ops.sigmoid),
+    "HardSigmoid": _unary_op(ops.hard_sigmoid),
+    "HardSilu": _unary_op(ops.hard_silu),
+    "Silu": _unary_op(ops.silu),
+    "Gelu": _unary_op(ops.gelu),
+    "Softmax": _unary_op(lambda x: ops.softmax(x, axis=-1)),
+    "DotProductAttention": _attention_op,
+}
+
+
+def _rule_key(rule):
+    kind = "layer" if issubclass(rule.layer_type, keras.layers.Layer) else "op"
+    return f"{kind}:{rule.layer_type.__name__}"
+
+
+def _sample(key):
+    kind, name = key.split(":")
+    return (_LAYER_SAMPLES if kind == "layer" else _OP_SAMPLES)[name]
+
+
+_RULE_KEYS = sorted({_rule_key(rule) for rule in default_rules()})
+
+
+def test_every_rule_has_a_sample():
+    missing = [key for key in _RULE_KEYS if key.split(":")[1] not in (_LAYER_SAMPLES if key.startswith("layer") else _OP_SAMPLES)]
+    assert not missing, f"registry rules without a conformance sample: {missing}"
+
+
+def _inputs(model, rng, count=64):
+    spec = model.inputs[0]
+    shape = (count, *spec.shape[1:])
+    if "int" in str(spec.dtype):
+        return rng.integers(0, 20, shape).astype("int32")
+    return rng.normal(size=shape).astype("float32")
+
+
+def _check_int8(model, tmp_path, rng):
+    from keras_kd.export import to_tflite
+
+    qat = quantize_model(model)
+    assert float_layers(qat) == []
+    x = _inputs(model, rng)
+    for _ in range(4):
+        qat(x, training=True)
+    report = to_tflite(qat, str(tmp_path / "sample.tflite"), validation_data=x, min_agreement=0.0)
+    assert report.float_ops == [], report.op_counts
+    assert report.inputs[0].dtype in ("int8", "int32"), report.inputs
+    assert report.outputs[0].dtype == "int8", report.outputs
+    # The file computes what the QAT model computes, to within a few of its output steps.
+    steps = report.validation.max_abs_diff / report.outputs[0].scale
+    assert steps <= 4, (report.validation.max_abs_diff, report.outputs[0].scale, report.op_counts)
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", _RULE_KEYS)
+def test_every_rule_converts_to_int8_and_agrees(key, tmp_path, rng):
+    _check_int8(_sample(key)(), tmp_path, rng)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", sorted(set(ACTIVATIONS) - {"linear"}))
+def test_every_activation_converts_to_int8_and_agrees(activation, tmp_path, rng):
+    _check_int8(_after_conv(lambda: L.Activation(activation))(), tmp_path, rng)
+
+
+class _Doubler(keras.layers.Layer):
+    """A user layer made of supported parts: traced through without a rule."""
+
+    def call(self, inputs):
+        return ops.multiply(inputs, 2.0) + 1.0
+
+
+class _Opaque(keras.layers.Layer):
+    """A user layer that computes with TensorFlow directly, so it cannot be traced into keras.ops."""
+
+    def call(self, inputs):
+        from keras_kd.backend import tf
+
+        return tf.math.cumsum(inputs, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def test_user_layer_is_traced_through_or_gets_a_rule(rng):
+    inputs = _sequence((6,))
+    model = keras.Model(inputs, L.Dense(3)(_Doubler(name="doubler")(L.Dense(4)(inputs))))
+    qat = quantize_model(model)
+    assert float_layers(qat) == []
+    traced = qat.get_layer("doubler")
+    assert isinstance(traced, keras.Model)  # the block, as a nested Functional model of keras.ops
+    x = rng.normal(size=(8, 6)).astype("float32")
+    for _ in range(3):
+        qat(x, training=True)
+    np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.15)  # a few 8-bit steps of a [-5, 5] range
+
+    opaque = keras.Model(inputs, L.Dense(3)(_Opaque(name="cumsum")(inputs)))
+    with pytest.raises(ValueError, match="cumsum"):
+        quantize_model(opaque)
+    qat = quantize_model(opaque, rules=[QuantizeRule(_Opaque, "output")])
+    assert float_layers(qat) == []
+    assert type(qat.get_layer("cumsum")).__name__ == "QuantizedOutput"
+
+
+def test_rules_are_validated():
+    with pytest.raises(ValueError, match="role must be one of"):
+        QuantizeRule(_Doubler, "fused")
+    with pytest.raises(TypeError, match="must be a class"):
+        QuantizeRule("Doubler", "output")
+    with pytest.raises(TypeError, match="rules must be QuantizeRule objects"):
+        quantize_model(keras.Sequential([keras.Input((3,)), L.Dense(2)]), rules=[(_Doubler, "output")])
+
+
+# ---------------------------------------------------------------- the networks people ship (slow)
+
+
+def _separable_net():
+    inputs = _image((16, 16, 3))
+    x = L.SeparableConv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = L.SeparableConv2D(8, 3, strides=2, use_bias=False)(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    return keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(x)))
+
+
+def _keyword_spotting_net():
+    inputs = keras.Input((49, 10), name="mfcc")
+    x = L.ReLU()(L.BatchNormalization()(L.Conv1D(16, 3, use_bias=False)(inputs)))
+    x = L.MaxPooling1D()(x)
+    x = L.Conv1D(16, 3, activation="relu", padding="causal")(x)
+    return keras.Model(inputs, L.Dense(12)(L.GlobalAveragePooling1D()(L.AveragePooling1D(2)(x))))
+
+
+def _text_transformer():
+    tokens = keras.Input((16,), dtype="int32", name="tokens")
+    x = L.Embedding(100, 32)(tokens)
+    x = L.LayerNormalization()(L.Add()([x, L.MultiHeadAttention(2, 16)(x, x)]))
+    f = L.Dense(32)(L.Dense(64, activation="gelu")(x))
+    x = L.LayerNormalization()(L.Add()([x, f]))
+    return keras.Model(tokens, L.Dense(4)(L.GlobalAveragePooling1D()(x)))
+
+
+_NETWORKS = {
+    "MobileNetV2": lambda: keras.applications.MobileNetV2((32, 32, 3), alpha=0.35, weights=None, classes=10, classifier_activation=None),
+    "MobileNetV3Small": lambda: keras.applications.MobileNetV3Small(
+        (32, 32, 3), weights=None, classes=10, include_preprocessing=True, classifier_activation=None
+    ),
+    "EfficientNetB0": lambda: keras.applications.EfficientNetB0(
+        input_shape=(32, 32, 3), weights=None, classes=10, classifier_activation=None
+    ),
+    "SeparableConv2D net": _separable_net,
+    "Conv1D keyword spotting": _keyword_spotting_net,
+    "text transformer": _text_transformer,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_NETWORKS))
+def test_networks_people_ship_convert_to_all_int8(name, tmp_path, rng):
+    from keras_kd.export import to_tflite
+
+    model = _NETWORKS[name]()
+    qat = quantize_model(model)
+    assert float_layers(qat) == []
+    x = _inputs(model, rng, count=32)
+    if "int" not in str(model.inputs[0].dtype):
+        x = np.abs(x) * 60.0  # pixel-like values for the models with preprocessing inside
+    for _ in range(3):
+        qat(x, training=True)
+    report = to_tflite(qat, str(tmp_path / "net.tflite"), validation_data=x, min_agreement=0.0)
+    assert report.float_ops == [], report.op_counts
+    assert report.inputs[0].dtype in ("int8", "int32") and report.outputs[0].dtype == "int8"
+    # Random weights: 50 blocks of rounding add up to a few steps of the (tiny) logit range.
+    assert report.validation.max_abs_diff / report.outputs[0].scale <= 8, report.validation
+
+
+@pytest.mark.slow
+def test_compare_layers_finds_the_layer_that_drifts(tmp_path, rng):
+    from keras_kd.export import to_tflite
+    from keras_kd.quantization import compare_layers
+
+    inputs = _image((16, 16, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.Activation("hard_silu", name="hs")(L.Conv2D(8, 3, padding="same", name="c2")(x))
+    model = keras.Model(inputs, L.Dense(5, name="logits")(L.GlobalAveragePooling2D(name="gap")(x)))
+    qat = quantize_model(model)
+    data = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+    for _ in range(3):
+        qat(data, training=True)
+    path = str(tmp_path / "model.tflite")
+    to_tflite(qat, path)
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert list(rows) == ["c1", "c2", "hs", "gap", "logits"]
+    assert all(row.max_steps <= 3.01 for row in rows.values()), rows  # rounding only
+    # A Keras model that no longer matches its file from c2 on: the drift starts exactly there.
+    kernel = qat.get_layer("c2").layer.kernel
+    kernel.assign(kernel.numpy() * 1.5)
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert rows["c1"].max_steps <= 1.01 and rows["c2"].max_steps > 10 and rows["c2"].relative > 0.1
+    with pytest.raises(ValueError, match="no quantized layers"):
+        compare_layers(model, path, data)
