@@ -364,8 +364,8 @@ class DecoupledKD(DistillationLoss):
                  student_layer_name=None, name="dkd", reduction="sum_over_batch_size"):
         _validate_temperature(temperature)
         for what, value in (("alpha", alpha), ("beta", beta)):
-            if not is_number(value) or not math.isfinite(float(value)) or value < 0:
-                raise ValueError(f"DecoupledKD {what} must be a finite number >= 0, got {describe(value)}.")
+            if not is_number(value) or not value >= 0:
+                raise ValueError(f"DecoupledKD {what} must be a number >= 0, got {describe(value)}.")
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
         self.temperature = float(temperature)
