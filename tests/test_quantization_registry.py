@@ -365,3 +365,43 @@ def test_compare_layers_finds_the_layer_that_drifts(tmp_path, rng):
     assert rows["c1"].max_steps <= 1.01 and rows["c2"].max_steps > 10 and rows["c2"].relative > 0.1
     with pytest.raises(ValueError, match="no quantized layers"):
         compare_layers(model, path, data)
+
+
+def _hub_backbones():
+    keras_hub = pytest.importorskip("keras_hub")
+    mobilenet = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[16], [4, 3], [3, 3]], stackwise_num_blocks=[1, 2, 2],
+        stackwise_num_filters=[[16], [24, 24], [40, 40]], stackwise_kernel_size=[[3], [3, 3], [5, 5]],
+        stackwise_num_strides=[[2], [2, 1], [2, 1]], stackwise_se_ratio=[[0.25], [None, None], [0.25, 0.25]],
+        stackwise_activation=[["relu"], ["relu", "relu"], ["hard_swish", "hard_swish"]],
+        stackwise_padding=[[1], [1, 1], [2, 2]], output_num_filters=64, depthwise_filters=8, depthwise_stride=2,
+        depthwise_residual=False, last_layer_filter=64, squeeze_and_excite=0.5, image_shape=(32, 32, 3),
+    )
+    efficientnet = keras_hub.models.EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0] * 2, stackwise_depth_coefficients=[1.0] * 2,
+        stackwise_kernel_sizes=[3, 3], stackwise_num_repeats=[1, 2], stackwise_input_filters=[16, 16],
+        stackwise_output_filters=[16, 24], stackwise_expansion_ratios=[1, 4],
+        stackwise_squeeze_and_excite_ratios=[0.25, 0.25], stackwise_strides=[1, 2], stackwise_block_types=["v1"] * 2,
+        stackwise_force_input_filters=[0, 0], stackwise_nores_option=[False, False], input_shape=(32, 32, 3),
+        num_features=64,
+    )
+    return {"MobileNetBackbone": mobilenet, "EfficientNetBackbone": efficientnet}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["MobileNetBackbone", "EfficientNetBackbone"])
+def test_keras_hub_backbones_convert_to_all_int8(name, tmp_path, rng):
+    """keras-hub's block layers are subclassed: they are traced through, none stays float."""
+    from keras_kd.export import to_tflite
+
+    backbone = _hub_backbones()[name]
+    inputs = _image((32, 32, 3))
+    model = keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(backbone(inputs))))
+    qat = quantize_model(model)
+    assert float_layers(qat) == []
+    x = rng.normal(size=(16, 32, 32, 3)).astype("float32")
+    for _ in range(3):
+        qat(x, training=True)
+    report = to_tflite(qat, str(tmp_path / "hub.tflite"), validation_data=x, min_agreement=0.0)
+    assert report.float_ops == [] and report.outputs[0].dtype == "int8"
+    assert report.validation.max_abs_diff / report.outputs[0].scale <= 4, report.validation

@@ -7,7 +7,7 @@ node by node; this module is the one place that knows how.
 
 from keras_kd.backend import keras
 
-__all__ = ["Graph", "rebuild", "call_node", "clone_layer", "is_functional", "all_layers"]
+__all__ = ["Graph", "UniqueNames", "rebuild", "call_node", "clone_layer", "is_functional", "all_layers"]
 
 
 def is_functional(model):
@@ -159,3 +159,17 @@ def clone_layer(layer):
 
     with SafeModeScope(False):
         return type(layer).from_config(layer.get_config())
+
+
+class UniqueNames:
+    """Layer names not yet used in `model` (nested models included), for the layers a pass adds."""
+
+    def __init__(self, model):
+        self.used = {layer.name for layer in all_layers(model)}
+
+    def __call__(self, name):
+        candidate, index = name, 1
+        while candidate in self.used:
+            candidate, index = f"{name}_{index}", index + 1
+        self.used.add(candidate)
+        return candidate

@@ -26,8 +26,8 @@ import warnings
 
 from keras_kd.backend import LEGACY_KERAS, keras
 from keras_kd.quantization import layers as qlayers
-from keras_kd.quantization.activations import ACTIVATIONS
-from keras_kd.quantization.graph import Graph, all_layers, call_node, clone_layer, is_functional, rebuild
+from keras_kd.quantization.activations import ACTIVATIONS, activation_rule
+from keras_kd.quantization.graph import Graph, UniqueNames, all_layers, call_node, clone_layer, is_functional, rebuild
 from keras_kd.quantization.registry import QuantizeRegistry, supported_layer_types
 from keras_kd.quantization.rewrites import canonicalize
 
@@ -141,8 +141,7 @@ class _Placer:
             step = _Step(node, role, rule)
             shared = graph.is_shared(operation)
             if role == "weights":
-                own = qlayers.kernel_rule(operation) and getattr(operation, "activation", None)
-                step.activation = ACTIVATIONS["linear"].name if own is None else _activation_name(own)
+                step.activation = activation_rule(getattr(operation, "activation", None)).name
                 if type(operation) is keras.layers.Embedding:
                     # GATHER keeps the table's scale: the output is quantized by the table itself.
                     step.quantize_output = False
@@ -160,9 +159,8 @@ class _Placer:
         # the Concatenate must not quantize with a range of its own.
         producers = {id(t): step for step in steps for t in step.output_tensors}
         deferred = set()
-        concatenates = (keras.layers.Concatenate,)
         for step in steps:
-            if step.kind != "output" or not _is_concatenate(step.operation, concatenates):
+            if step.kind != "output" or not _is_concatenate(step.operation):
                 continue
             for tensor in step.node.input_tensors:
                 producer = producers.get(id(tensor))
@@ -207,7 +205,6 @@ class _Placer:
         by_node = {id(step.node): step for step in steps}
         quantized = {id(t): flag for t, flag in zip(graph.inputs, inputs_quantized)}
         quantized_versions = {}
-        state = {"tensors": None}
 
         def quantized_input(tensor, tensors):
             key = id(tensor)
@@ -237,7 +234,8 @@ class _Placer:
                 replace = {}
             else:
                 replace = {id(t): quantized_input(t, tensors) for t in node.input_tensors}
-            outputs, flags = self._emit(step, node, tensors, replace, [quantized.get(id(t), not _is_float(t)) for t in node.input_tensors if _is_float(t)])
+            input_flags = [quantized.get(id(t), False) for t in node.input_tensors if _is_float(t)]
+            outputs, flags = self._emit(step, node, tensors, replace, input_flags)
             for old, new, flag in zip(step.output_tensors, outputs, flags):
                 quantized[id(old)] = flag
             return {id(old): new for old, new in zip(step.output_tensors, outputs)}
@@ -329,28 +327,10 @@ class _Placer:
         return outputs, flags
 
 
-def _is_concatenate(operation, concatenates):
+def _is_concatenate(operation):
     from keras.src.ops.numpy import Concatenate
 
-    return isinstance(operation, concatenates) or type(operation) is Concatenate
-
-
-def _activation_name(activation):
-    from keras_kd.quantization.activations import activation_rule
-
-    return activation_rule(activation).name
-
-
-class _Names:
-    def __init__(self, model):
-        self.used = {layer.name for layer in all_layers(model)}
-
-    def __call__(self, name):
-        candidate, index = name, 1
-        while candidate in self.used:
-            candidate, index = f"{name}_{index}", index + 1
-        self.used.add(candidate)
-        return candidate
+    return type(operation) in (keras.layers.Concatenate, Concatenate)
 
 
 _FIX = {
@@ -440,7 +420,7 @@ def quantize_model(model, unsupported="error", num_bits=8, ema_decay=0.99, rules
     Graph(model)  # a readable graph, or a clear error before any work
     registry = QuantizeRegistry(rules)
     canonical = canonicalize(model, registry)
-    placer = _Placer(registry, num_bits=num_bits, ema_decay=ema_decay, names=_Names(canonical))
+    placer = _Placer(registry, num_bits=num_bits, ema_decay=ema_decay, names=UniqueNames(canonical))
     found = placer.unsupported(canonical)
     if found:
         if unsupported == "error":

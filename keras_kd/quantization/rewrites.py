@@ -25,25 +25,9 @@ so `model.get_layer(name).output` is the same feature before and after.
 
 from keras_kd.backend import keras
 from keras_kd.quantization.activations import activation_rule
-from keras_kd.quantization.graph import Graph, call_node, clone_layer, is_functional, rebuild
+from keras_kd.quantization.graph import Graph, UniqueNames, call_node, clone_layer, is_functional, rebuild
 
 __all__ = ["canonicalize", "split_separable", "layer_norm_ops", "layer_norm_check", "attention_ops"]
-
-
-class _Names:
-    """Unique layer names for the layers a rewrite adds."""
-
-    def __init__(self, model):
-        from keras_kd.quantization.graph import all_layers
-
-        self.used = {layer.name for layer in all_layers(model)}
-
-    def __call__(self, name):
-        candidate, index = name, 1
-        while candidate in self.used:
-            candidate, index = f"{name}_{index}", index + 1
-        self.used.add(candidate)
-        return candidate
 
 
 def _fresh(layer_type, names, **config):
@@ -268,4 +252,4 @@ def canonicalize(model, registry):
     Returns:
         A new Functional model computing the same function.
     """
-    return _Canonicalizer(registry, _Names(model)).model(model)
+    return _Canonicalizer(registry, UniqueNames(model)).model(model)

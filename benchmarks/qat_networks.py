@@ -1,0 +1,373 @@
+#!/usr/bin/env python
+"""QAT distillation of the networks people ship, to verified all-int8 files: accuracy, agreement, cost, size, latency.
+
+For each student (keras.applications MobileNetV2 0.35, MobileNetV3Small and Large with
+and without their preprocessing, EfficientNetB0, keras-hub's MobileNet and EfficientNet
+backbones when keras-hub is installed, a SeparableConv2D net, a Conv1D keyword-spotting
+style net and a one-block text transformer), on offline data (mnist5k resized to 32x32
+RGB for the image nets, its rows as 28-step sequences for the Conv1D net, sklearn's 8x8
+digits as 64 integer tokens for the transformer), one run measures side by side:
+
+- float distillation from a float teacher (`keras_kd.Distiller`), then post-training INT8
+  of that student (PTQ, 200 calibration samples), then `quantize_model` + quantization-aware
+  distillation from the same float teacher and `to_tflite(..., quantization="int8")`;
+- whether the INT8 file is all-int8 (no float op, int8 or integer-token input, int8 output);
+- its top-1 agreement with the QAT Keras model on the test split (target >= 99%);
+- accuracy: float distilled (Keras), PTQ INT8 file, QAT INT8 file (targets: QAT within 1
+  point of float, and not below PTQ);
+- the cost of a QAT training step over a float one (same batch, interleaved rounds,
+  median; target <= 1.5x);
+- INT8 file size over the float32 file's (target <= 0.3x);
+- host latency, ai-edge-litert with 1 thread, INT8 over float32 (interleaved rounds,
+  median of per-round p50s; reported).
+
+Run from the repository root:
+
+    python benchmarks/qat_networks.py                                # all networks, ~1 h on 2 cores
+    python benchmarks/qat_networks.py --networks MobileNetV3Small --epochs 4
+    python benchmarks/qat_networks.py --quick                        # smoke run of two small nets
+"""
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+sys.path.insert(0, os.path.join(_ROOT, "examples"))
+
+import mobilenet_qat as example  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_kd  # noqa: E402
+from keras_kd.backend import keras  # noqa: E402
+from keras_kd.benchmark import benchmark_tflite, host_description  # noqa: E402
+from keras_kd.export import evaluate_tflite, to_tflite  # noqa: E402
+from keras_kd.quantization import float_layers, quantize_model  # noqa: E402
+
+TARGETS = {"agreement": 0.99, "accuracy_drop_points": 1.0, "step_cost": 1.5, "size_ratio": 0.3}
+BATCH_SIZE = 64
+L = keras.layers
+
+
+# ---------------------------------------------------------------- data
+
+
+def _image_data(limit):
+    return example.load_rgb_digits(32, limit)
+
+
+def _sequence_data(limit):
+    data = keras_kd.load_dataset("mnist5k", limit=limit)
+    return data.x_train[..., 0], data.y_train, data.x_test[..., 0], data.y_test
+
+
+def _token_data(limit):
+    data = keras_kd.load_dataset("digits", normalize=False, flatten=True, limit=limit)
+    as_tokens = lambda x: np.rint(x).astype("int32")  # noqa: E731 - pixel intensities 0..16 are the tokens
+    return as_tokens(data.x_train), data.y_train, as_tokens(data.x_test), data.y_test
+
+
+# ---------------------------------------------------------------- models
+
+
+def _applications(factory, **options):
+    def build(shape):
+        model = factory(input_shape=shape, weights=None, classes=10, classifier_activation=None, **options)
+        return example.shorten_batch_norm_memory(model)
+
+    return build
+
+
+def _scaled(build, scale, offset):
+    """A keras.applications net without preprocessing inside, fed pixels mapped as it expects."""
+
+    def wrapped(shape):
+        inputs = keras.Input(shape, name="pixels")
+        return keras.Model(inputs, build(shape)(L.Rescaling(scale, offset)(inputs)))
+
+    return wrapped
+
+
+def _hub_mobilenet(shape):
+    from keras_hub.models import MobileNetBackbone
+
+    backbone = MobileNetBackbone(
+        stackwise_expansion=[[16], [4, 3], [3, 3, 3]], stackwise_num_blocks=[1, 2, 3],
+        stackwise_num_filters=[[16], [24, 24], [40, 40, 48]], stackwise_kernel_size=[[3], [3, 3], [5, 5, 5]],
+        stackwise_num_strides=[[2], [2, 1], [2, 1, 1]], stackwise_se_ratio=[[0.25], [None, None], [0.25] * 3],
+        stackwise_activation=[["relu"], ["relu", "relu"], ["hard_swish"] * 3],
+        stackwise_padding=[[1], [1, 1], [2, 2, 2]], output_num_filters=96, depthwise_filters=16,
+        depthwise_stride=2, depthwise_residual=False, last_layer_filter=96, squeeze_and_excite=0.5,
+        image_shape=shape,
+    )
+    inputs = keras.Input(shape, name="pixels")
+    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 127.5, -1.0)(inputs)))
+    return example.shorten_batch_norm_memory(keras.Model(inputs, L.Dense(10)(features)))
+
+
+def _hub_efficientnet(shape):
+    from keras_hub.models import EfficientNetBackbone
+
+    backbone = EfficientNetBackbone(
+        stackwise_width_coefficients=[1.0] * 3, stackwise_depth_coefficients=[1.0] * 3,
+        stackwise_kernel_sizes=[3, 3, 5], stackwise_num_repeats=[1, 2, 2], stackwise_input_filters=[16, 16, 24],
+        stackwise_output_filters=[16, 24, 40], stackwise_expansion_ratios=[1, 6, 6],
+        stackwise_squeeze_and_excite_ratios=[0.25] * 3, stackwise_strides=[1, 2, 2],
+        stackwise_block_types=["v1"] * 3, stackwise_force_input_filters=[0] * 3,
+        stackwise_nores_option=[False] * 3, input_shape=shape, num_features=128,
+    )
+    inputs = keras.Input(shape, name="pixels")
+    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 255.0)(inputs)))
+    return example.shorten_batch_norm_memory(keras.Model(inputs, L.Dense(10)(features)))
+
+
+def _separable_net(shape):
+    inputs = keras.Input(shape, name="pixels")
+    x = L.Rescaling(1 / 255.0)(inputs)
+    for filters, strides in ((32, 1), (64, 2), (96, 2), (128, 2)):
+        x = L.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+        x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    return keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling2D()(x)), name="separable_net")
+
+
+def _keyword_spotting_net(shape, width=32):
+    inputs = keras.Input(shape, name="frames")
+    x = L.ReLU()(L.BatchNormalization()(L.Conv1D(width, 5, use_bias=False)(inputs)))
+    x = L.MaxPooling1D()(x)
+    x = L.ReLU()(L.BatchNormalization()(L.Conv1D(width * 2, 3, padding="same", use_bias=False)(x)))
+    x = L.AveragePooling1D(2)(x)
+    x = L.Conv1D(width * 2, 3, padding="causal", activation="relu")(x)
+    return keras.Model(inputs, L.Dense(10)(L.GlobalAveragePooling1D()(x)), name="keyword_spotting_net")
+
+
+def _text_transformer(shape, width=32, heads=2, blocks=1):
+    tokens = keras.Input(shape, dtype="int32", name="tokens")
+    x = L.Embedding(17, width)(tokens)
+    x = L.Add()([x, L.Embedding(shape[0], width)(keras.ops.arange(shape[0])[None])])
+    for _ in range(blocks):
+        x = L.LayerNormalization()(L.Add()([x, L.MultiHeadAttention(heads, width // heads)(x, x)]))
+        x = L.LayerNormalization()(L.Add()([x, L.Dense(width)(L.Dense(width * 2, activation="gelu")(x))]))
+    return keras.Model(tokens, L.Dense(10)(L.GlobalAveragePooling1D()(x)), name="text_transformer")
+
+
+# name -> (data kind, student builder)
+NETWORKS = {
+    "MobileNetV2-0.35": ("image", _scaled(_applications(keras.applications.MobileNetV2, alpha=0.35), 1 / 127.5, -1)),
+    "MobileNetV3Small": ("image", _applications(keras.applications.MobileNetV3Small, include_preprocessing=True)),
+    "MobileNetV3Small-nopre": (
+        "image",
+        _scaled(_applications(keras.applications.MobileNetV3Small, include_preprocessing=False), 1 / 127.5, -1),
+    ),
+    "MobileNetV3Large": ("image", _applications(keras.applications.MobileNetV3Large, include_preprocessing=True)),
+    "MobileNetV3Large-nopre": (
+        "image",
+        _scaled(_applications(keras.applications.MobileNetV3Large, include_preprocessing=False), 1 / 127.5, -1),
+    ),
+    "EfficientNetB0": ("image", _applications(keras.applications.EfficientNetB0)),
+    "keras-hub MobileNet": ("image", _hub_mobilenet),
+    "keras-hub EfficientNet": ("image", _hub_efficientnet),
+    "SeparableConv2D net": ("image", _separable_net),
+    "Conv1D keyword spotting": ("sequence", _keyword_spotting_net),
+    "text transformer": ("tokens", _text_transformer),
+}
+QUICK = ("SeparableConv2D net", "Conv1D keyword spotting")
+
+_DATA = {"image": _image_data, "sequence": _sequence_data, "tokens": _token_data}
+_TEACHERS = {
+    "image": lambda shape: example.build_rgb_teacher(shape),
+    "sequence": lambda shape: _keyword_spotting_net(shape, width=96),
+    "tokens": lambda shape: _text_transformer(shape, width=64, heads=4, blocks=2),
+}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def _accuracy(model, x, y):
+    return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), axis=-1) == y))
+
+
+def _fit_teacher(kind, x, y, epochs):
+    teacher = _TEACHERS[kind](x.shape[1:])
+    teacher.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
+    return teacher
+
+
+def _distill(teacher, student, x, y, epochs, learning_rate):
+    steps = epochs * -(-len(x) // BATCH_SIZE)
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))
+    keras_kd.Distiller(teacher=teacher, student=student).compile(optimizer=keras.optimizers.Adam(schedule)).fit(
+        x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0
+    )
+
+
+def _step_cost(float_model, qat_model, x, y, rounds):
+    """Median over interleaved rounds of (QAT step time / float step time), one supervised batch."""
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    models = []
+    for model in (float_model, qat_model):
+        copy = keras.models.clone_model(model) if model is float_model else model
+        copy.compile(keras.optimizers.SGD(0.0), loss)
+        copy.train_on_batch(x, y)  # trace
+        models.append(copy)
+    ratios = []
+    for _ in range(rounds):
+        times = []
+        for model in models:
+            start = time.perf_counter()
+            for _ in range(5):
+                model.train_on_batch(x, y)
+            times.append(time.perf_counter() - start)
+        ratios.append(times[1] / times[0])
+    return statistics.median(ratios)
+
+
+def _latency(float_path, int8_path, rounds, runs):
+    ratios, p50s = [], {"float32": [], "int8": []}
+    for _ in range(rounds):
+        f = benchmark_tflite(float_path, num_threads=1, num_runs=runs, warmup_runs=5)
+        q = benchmark_tflite(int8_path, num_threads=1, num_runs=runs, warmup_runs=5)
+        ratios.append(q.p50_ms / f.p50_ms)
+        p50s["float32"].append(f.p50_ms)
+        p50s["int8"].append(q.p50_ms)
+    return statistics.median(ratios), {k: statistics.median(v) for k, v in p50s.items()}
+
+
+def measure(name, data, teacher, args, folder):
+    kind, build = NETWORKS[name]
+    x_train, y_train, x_test, y_test = data
+    keras.utils.set_random_seed(args.seed)
+    figures = {"network": name}
+    started = time.time()
+    student = build(x_train.shape[1:])
+    figures["parameters"] = int(student.count_params())
+    _distill(teacher, student, x_train, y_train, args.epochs, 2e-3)
+    figures["float_accuracy"] = _accuracy(student, x_test, y_test)
+
+    float_path = os.path.join(folder, "float32.tflite")
+    to_tflite(student, float_path, quantization=None)
+    ptq_path = os.path.join(folder, "ptq.tflite")
+    ptq = to_tflite(student, ptq_path, representative_data=x_train[:200], allow_float_fallback=True)
+    figures["ptq_accuracy"] = evaluate_tflite(ptq_path, x_test, y_test).accuracy
+    figures["ptq_float_ops"] = ptq.float_ops
+
+    qat = quantize_model(student)
+    figures["float_layers"] = [layer for layer, _ in float_layers(qat)]
+    figures["step_cost"] = _step_cost(student, qat, x_train[:BATCH_SIZE], y_train[:BATCH_SIZE], args.rounds)
+    _distill(teacher, qat, x_train, y_train, args.qat_epochs, 1e-4)
+    figures["qat_keras_accuracy"] = _accuracy(qat, x_test, y_test)
+    int8_path = os.path.join(folder, "int8.tflite")
+    report = to_tflite(qat, int8_path, validation_data=(x_test, y_test), min_agreement=0.0)
+    figures.update(
+        float_ops=report.float_ops,
+        input_dtype=report.input_dtype,
+        output_dtype=report.output_dtype,
+        agreement=report.validation.agreement,
+        int8_accuracy=report.validation.tflite_accuracy,
+        size_ratio=report.size_bytes / os.path.getsize(float_path),
+        int8_kb=report.size_bytes / 1024,
+    )
+    figures["latency_ratio"], figures["p50_ms"] = _latency(float_path, int8_path, args.rounds, args.runs)
+    figures["seconds"] = time.time() - started
+    return figures
+
+
+def _verdicts(row):
+    all_int8 = not row["float_ops"] and row["input_dtype"] in ("int8", "int32") and row["output_dtype"] == "int8"
+    drop = (row["float_accuracy"] - row["int8_accuracy"]) * 100
+    return {
+        "all_int8": all_int8,
+        "agreement": row["agreement"] >= TARGETS["agreement"],
+        "accuracy": drop <= TARGETS["accuracy_drop_points"] and row["int8_accuracy"] >= row["ptq_accuracy"],
+        "step_cost": row["step_cost"] <= TARGETS["step_cost"],
+        "size": row["size_ratio"] <= TARGETS["size_ratio"],
+    }
+
+
+def _print(rows, header):
+    print(header)
+    print(
+        "| network | params | all int8 | agreement | float | PTQ INT8 | QAT INT8 | QAT step | size | latency "
+        "(int8/float, 1 thread) |"
+    )
+    print("|---|---:|:-:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['network']} | | error: {row['error']} | | | | | | | |")
+            continue
+        verdict = _verdicts(row)
+        mark = lambda ok: "" if ok else " MISS"  # noqa: E731
+        print(
+            f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {'yes' if verdict['all_int8'] else 'NO'} "
+            f"| {row['agreement']:.2%}{mark(verdict['agreement'])} | {row['float_accuracy']:.2%} "
+            f"| {row['ptq_accuracy']:.2%} | {row['int8_accuracy']:.2%}{mark(verdict['accuracy'])} "
+            f"| {row['step_cost']:.2f}x{mark(verdict['step_cost'])} | {row['size_ratio']:.2f}x{mark(verdict['size'])} "
+            f"| {row['latency_ratio']:.2f}x ({row['p50_ms']['int8']:.3f} / {row['p50_ms']['float32']:.3f} ms) |"
+        )
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--networks", default=None, help=f"comma-separated subset of: {', '.join(NETWORKS)}")
+    parser.add_argument("--limit", type=int, default=None, help="samples per split (default: all)")
+    parser.add_argument("--teacher-epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=8, help="float distillation epochs")
+    parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--runs", type=int, default=50, help="interpreter runs per latency round")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="two small networks, tiny data and schedule")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.networks = args.networks or ",".join(QUICK)
+        args.limit, args.teacher_epochs, args.epochs, args.qat_epochs = 300, 1, 1, 1
+        args.rounds, args.runs = 1, 10
+    names = list(NETWORKS) if args.networks is None else [n.strip() for n in args.networks.split(",")]
+    unknown = [n for n in names if n not in NETWORKS]
+    if unknown:
+        parser.error(f"unknown network(s) {unknown}; choose from {list(NETWORKS)}")
+    args.names = names
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows, teachers, datasets = [], {}, {}
+    for name in args.names:
+        kind = NETWORKS[name][0]
+        if kind not in datasets:
+            datasets[kind] = _DATA[kind](args.limit)
+            keras.utils.set_random_seed(args.seed)
+            teachers[kind] = _fit_teacher(kind, datasets[kind][0], datasets[kind][1], args.teacher_epochs)
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                row = measure(name, datasets[kind], teachers[kind], args, folder)
+            except ImportError as error:  # keras-hub is optional
+                row = {"network": name, "error": f"skipped ({error})"}
+        row["teacher_accuracy"] = _accuracy(teachers[kind], datasets[kind][2], datasets[kind][3])
+        rows.append(row)
+        print(json.dumps(row, default=str), flush=True)
+    header = (
+        f"{datetime.date.today().isoformat()}, {host_description()}; "
+        f"epochs {args.epochs} float + {args.qat_epochs} QAT, teacher {args.teacher_epochs}, limit {args.limit}"
+    )
+    _print(rows, header)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"header": header, "rows": rows, "targets": TARGETS}, handle, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
