@@ -12,7 +12,7 @@ import math
 
 from keras_kd import schedules as kd_schedules
 from keras_kd.backend import keras
-from keras_kd.losses.base import is_number
+from keras_kd.losses._base import is_number
 
 __all__ = ["VariableScheduler", "TemperatureScheduler", "AlphaScheduler", "LossWeightScheduler",
            "TFLiteEvalCallback"]

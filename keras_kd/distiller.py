@@ -5,7 +5,7 @@ import warnings
 
 from keras_kd import losses as kd_losses
 from keras_kd.backend import LEGACY_KERAS, apply_gradients, keras, scale_loss, tf
-from keras_kd.losses.base import describe, is_number
+from keras_kd.losses._base import describe, is_number
 
 __all__ = ["Distiller"]
 
@@ -131,7 +131,7 @@ def _adapt_keras_distillation_loss(loss):
     module = type(loss).__module__
     if not module.startswith("keras"):
         return None
-    from keras_kd.losses.compat import from_keras_distillation_loss
+    from keras_kd.losses._compat import from_keras_distillation_loss
 
     return from_keras_distillation_loss(loss)
 
@@ -585,7 +585,7 @@ class Distiller(keras.Model):
             if temperature is None and not self._explicit_temperature:
                 temperature = 3.0  # the example's default
             if distillation_loss_fn is not None:
-                from keras_kd.losses.compat import from_keras_io_distillation_loss_fn
+                from keras_kd.losses._compat import from_keras_io_distillation_loss_fn
 
                 distillation_loss = from_keras_io_distillation_loss_fn(
                     distillation_loss_fn, _validate_temperature(temperature or float(self.temperature.numpy())))

@@ -10,7 +10,7 @@ curriculum can live in a YAML/JSON config.
 import math
 
 from keras_kd.backend import keras
-from keras_kd.losses.base import describe, is_number
+from keras_kd.losses._base import describe, is_number
 
 __all__ = ["Schedule", "Constant", "Linear", "Cosine", "Step", "Exponential", "Warmup", "get", "serialize"]
 

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_kd.losses.compat import from_keras_distillation_loss
+from keras_kd.losses._compat import from_keras_distillation_loss
 from keras_kd.backend import LEGACY_KERAS, keras, tf
 from keras_kd.distiller import Distiller
 from keras_kd.losses import SoftTargetKLDivergence, soft_target_kl_divergence

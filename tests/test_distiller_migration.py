@@ -13,7 +13,7 @@ import pytest
 from keras_kd.backend import keras, tf
 from keras_kd.distiller import Distiller
 from keras_kd.losses import SoftTargetKLDivergence
-from keras_kd.losses.compat import SoftenedProbabilitiesLoss
+from keras_kd.losses._compat import SoftenedProbabilitiesLoss
 from tests.helpers import mlp, toy_data
 
 

@@ -1,100 +1,50 @@
 """Distillation losses: each a pure function plus a serializable `keras.losses.Loss`.
 
-`__all__` is the whole public surface; `tests/test_losses.py` pins it.
+This package is the one public surface; the family modules (`_response.py`,
+`_feature.py`, ...) are private. A loss is a pure function and a
+`@register_loss` class with `function = staticmethod(...)` in its family
+module, both named in that module's `__all__`, plus its golden row in
+`tests/test_losses.py`. `__all__` here is the union of the family modules'
+`__all__`, and the table below is made from the registry, so neither is
+edited by hand; `tests/test_losses.py` checks both against the registry.
 
-| family | registered names |
-| --- | --- |
-| response | `soft_target_kl`, `reverse_kl`, `logit_mse`, `dkd`, `multi_teacher_kl` |
-| regression / sequence | `regression_mse`, `token_kl` |
-| feature | `fitnets`, `attention_transfer`, `cosine_alignment` |
-| relation | `rkd_distance`, `rkd_angle`, `pkt`, `similarity_preserving` |
-| information | `crd`, `vid` |
-| gradient | `input_gradient` |
 """
 
-from keras_kd.losses.base import DistillationLoss, get, register_loss, registered_names, serialize
-from keras_kd.losses.feature import (
-    AttentionTransfer,
-    CosineAlignment,
-    FitNetsHint,
-    ProjectionAdapter,
-    attention_map,
-    attention_transfer,
-    cosine_alignment,
-    fitnets_hint,
-)
-from keras_kd.losses.gradient import InputGradientMatching, cross_entropy_input_gradient, input_gradient_distance
-from keras_kd.losses.information import CRD, VID, CRDState, VIDState, crd_info_nce, vid_negative_log_likelihood
-from keras_kd.losses.multi_teacher import MultiTeacherKLDivergence, multi_teacher_kl_divergence, stack_teachers
-from keras_kd.losses.regression import RegressionDistillation, regression_distillation, regression_kd_objective
-from keras_kd.losses.relation import (
-    PKT,
-    RKDAngle,
-    RKDDistance,
-    SimilarityPreserving,
-    pkt,
-    rkd_angle,
-    rkd_distance,
-    similarity_preserving,
-)
-from keras_kd.losses.response import (
-    DecoupledKD,
-    LogitMSE,
-    ReverseKLDivergence,
-    SoftTargetKLDivergence,
-    decoupled_kd,
-    logit_mse,
-    reverse_kl_divergence,
-    soft_target_kl_divergence,
-)
-from keras_kd.losses.sequence import TokenKLDivergence, padding_mask, token_kl_divergence
+# The registry keeps the order of registration: these imports set the order of the table below.
+from keras_kd.losses import _base, _response, _regression, _sequence, _multi_teacher
+from keras_kd.losses import _feature, _relation, _information, _gradient
+from keras_kd.losses._base import *  # noqa: F401,F403
+from keras_kd.losses._response import *  # noqa: F401,F403
+from keras_kd.losses._regression import *  # noqa: F401,F403
+from keras_kd.losses._sequence import *  # noqa: F401,F403
+from keras_kd.losses._multi_teacher import *  # noqa: F401,F403
+from keras_kd.losses._feature import *  # noqa: F401,F403
+from keras_kd.losses._relation import *  # noqa: F401,F403
+from keras_kd.losses._information import *  # noqa: F401,F403
+from keras_kd.losses._gradient import *  # noqa: F401,F403
 
-__all__ = [
-    "AttentionTransfer",
-    "CRD",
-    "CRDState",
-    "CosineAlignment",
-    "DecoupledKD",
-    "DistillationLoss",
-    "FitNetsHint",
-    "InputGradientMatching",
-    "LogitMSE",
-    "MultiTeacherKLDivergence",
-    "PKT",
-    "ProjectionAdapter",
-    "RKDAngle",
-    "RKDDistance",
-    "RegressionDistillation",
-    "ReverseKLDivergence",
-    "SimilarityPreserving",
-    "SoftTargetKLDivergence",
-    "TokenKLDivergence",
-    "VID",
-    "VIDState",
-    "attention_map",
-    "attention_transfer",
-    "cosine_alignment",
-    "crd_info_nce",
-    "cross_entropy_input_gradient",
-    "decoupled_kd",
-    "fitnets_hint",
-    "get",
-    "input_gradient_distance",
-    "logit_mse",
-    "multi_teacher_kl_divergence",
-    "padding_mask",
-    "pkt",
-    "register_loss",
-    "registered_names",
-    "regression_distillation",
-    "regression_kd_objective",
-    "reverse_kl_divergence",
-    "rkd_angle",
-    "rkd_distance",
-    "serialize",
-    "similarity_preserving",
-    "soft_target_kl_divergence",
-    "stack_teachers",
-    "token_kl_divergence",
-    "vid_negative_log_likelihood",
-]
+# `__all__ += module.__all__` is the form type checkers follow, so the star imports above stay visible to them.
+__all__ = []
+__all__ += _base.__all__
+__all__ += _response.__all__
+__all__ += _regression.__all__
+__all__ += _sequence.__all__
+__all__ += _multi_teacher.__all__
+__all__ += _feature.__all__
+__all__ += _relation.__all__
+__all__ += _information.__all__
+__all__ += _gradient.__all__
+
+
+def _registry_table():
+    """The registered losses as a Markdown table: family (the module's name), name, class, function."""
+    rows = ["| family | registered name | class | function |", "| --- | --- | --- | --- |"]
+    for name, cls in _base._REGISTRY.items():
+        family = cls.__module__.rpartition(".")[2].lstrip("_")
+        function = f"`{cls.function.__name__}`" if cls.function is not None else ""
+        rows.append(f"| {family} | `{name}` | `{cls.__name__}` | {function} |")
+    return "\n".join(rows) + "\n"
+
+
+if __doc__ is not None:  # None under python -OO
+    __doc__ += _registry_table()

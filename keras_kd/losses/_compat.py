@@ -13,8 +13,8 @@ computes the same value (`SoftTargetKLDivergence` for `KLDivergence`).
 """
 
 from keras_kd.backend import keras, tf
-from keras_kd.losses.base import DistillationLoss, as_float32
-from keras_kd.losses.response import SoftTargetKLDivergence, _validate_temperature
+from keras_kd.losses._base import DistillationLoss, as_float32
+from keras_kd.losses._response import SoftTargetKLDivergence, _validate_temperature
 
 __all__ = ["from_keras_distillation_loss", "KerasDistillationLoss", "from_keras_io_distillation_loss_fn",
            "SoftenedProbabilitiesLoss"]

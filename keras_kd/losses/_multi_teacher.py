@@ -1,8 +1,8 @@
 """Distillation from several teachers at once (an ensemble of soft targets)."""
 
 from keras_kd.backend import keras, tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
-from keras_kd.losses.response import _validate_temperature
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._response import _validate_temperature
 
 __all__ = ["stack_teachers", "multi_teacher_kl_divergence", "MultiTeacherKLDivergence"]
 
@@ -139,6 +139,7 @@ class MultiTeacherKLDivergence(DistillationLoss):
     ```
     """
 
+    function = staticmethod(multi_teacher_kl_divergence)
     uses_temperature = True
 
     def __init__(self, teacher_weights=None, temperature=3.0, teacher_layer_name=None, student_layer_name=None,

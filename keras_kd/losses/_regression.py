@@ -1,7 +1,7 @@
 """Distillation of real-valued outputs (regression students)."""
 
 from keras_kd.backend import tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 
 __all__ = ["regression_distillation", "regression_kd_objective", "RegressionDistillation"]
 
@@ -96,6 +96,8 @@ class RegressionDistillation(DistillationLoss):
     distiller.compile(optimizer="adam", student_loss="mse")
     ```
     """
+
+    function = staticmethod(regression_distillation)
 
     def compute(self, teacher, student, **context):
         return regression_distillation(teacher, student)

@@ -12,7 +12,7 @@ Distiller averages the replicas' values.
 """
 
 from keras_kd.backend import tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 
 __all__ = [
     "rkd_distance",
@@ -209,8 +209,6 @@ def similarity_preserving(teacher, student):
 
 class _RelationLoss(DistillationLoss):
     """Batch-relation loss: any two layers, widths may differ; only the batch is shared."""
-
-    function = None
 
     def validate_shapes(self, teacher_shape, student_shape):
         return None

@@ -9,8 +9,8 @@ trains the trainable parts with the student and keeps them out of
 import math
 
 from keras_kd.backend import keras, tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
-from keras_kd.losses.feature import _check_feature_shapes
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._feature import _check_feature_shapes
 
 __all__ = [
     "CRDState",
@@ -165,6 +165,8 @@ class CRD(DistillationLoss):
     ```
     """
 
+    function = staticmethod(crd_info_nce)
+
     def __init__(self, teacher_layer_name=None, student_layer_name=None, embedding_dim=128, bank_size=4096,
                  tau=0.07, name="crd", reduction="sum_over_batch_size"):
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
@@ -317,6 +319,8 @@ class VID(DistillationLoss):
     VID(teacher_layer_name="t_block2", student_layer_name="s_block2")
     ```
     """
+
+    function = staticmethod(vid_negative_log_likelihood)
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, initial_variance=5.0, eps=1e-5, name="vid",
                  reduction="sum_over_batch_size"):

@@ -3,7 +3,7 @@
 from keras_kd.backend import tf
 import math
 
-from keras_kd.losses.base import DistillationLoss, as_float32, describe, is_number, register_loss
+from keras_kd.losses._base import DistillationLoss, as_float32, describe, is_number, register_loss
 
 __all__ = ["soft_target_kl_divergence", "SoftTargetKLDivergence", "reverse_kl_divergence", "ReverseKLDivergence",
            "logit_mse", "LogitMSE", "decoupled_kd", "DecoupledKD"]
@@ -63,7 +63,6 @@ class _SoftenedDistributionLoss(DistillationLoss):
     """A loss between temperature-softened distributions: `function(teacher, student, T, from_probabilities)`."""
 
     uses_temperature = True
-    function = None
 
     def __init__(self, temperature, from_probabilities=False, teacher_layer_name=None, student_layer_name=None,
                  name=None, reduction="sum_over_batch_size"):
@@ -238,6 +237,8 @@ class LogitMSE(DistillationLoss):
     ```
     """
 
+    function = staticmethod(logit_mse)
+
     def compute(self, teacher, student, **context):
         return logit_mse(teacher, student)
 
@@ -357,6 +358,7 @@ class DecoupledKD(DistillationLoss):
     ```
     """
 
+    function = staticmethod(decoupled_kd)
     uses_temperature = True
     uses_labels = True
 

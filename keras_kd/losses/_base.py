@@ -118,6 +118,9 @@ class DistillationLoss(keras.losses.Loss):
         reduction: Keras reduction for standalone use.
     """
 
+    #: The pure function this loss computes (per example), e.g. `staticmethod(soft_target_kl_divergence)`.
+    #: The docs table of `keras_kd.losses` and its golden-value tests read it from the registry.
+    function = None
     #: True when `compute` takes the Distiller's scheduled `temperature`.
     uses_temperature = False
     #: True when `compute` needs the ground-truth labels.

@@ -8,7 +8,7 @@ never part of `distiller.student`.
 """
 
 from keras_kd.backend import keras, tf
-from keras_kd.losses.base import DistillationLoss, as_float32, describe, is_number, register_loss
+from keras_kd.losses._base import DistillationLoss, as_float32, describe, is_number, register_loss
 
 __all__ = [
     "ProjectionAdapter",
@@ -197,6 +197,8 @@ class FitNetsHint(_AdaptedFeatureLoss):
     ```
     """
 
+    function = staticmethod(fitnets_hint)
+
     def __init__(self, teacher_layer_name=None, student_layer_name=None, use_adapter=True, name="fitnets",
                  reduction="sum_over_batch_size"):
         super().__init__(teacher_layer_name, student_layer_name, use_adapter, name, reduction)
@@ -288,6 +290,8 @@ class AttentionTransfer(DistillationLoss):
     ```
     """
 
+    function = staticmethod(attention_transfer)
+
     def __init__(self, teacher_layer_name=None, student_layer_name=None, p=2.0, name="attention_transfer",
                  reduction="sum_over_batch_size"):
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
@@ -367,6 +371,8 @@ class CosineAlignment(_AdaptedFeatureLoss):
     align = CosineAlignment("teacher_block_4", "student_block_2")
     ```
     """
+
+    function = staticmethod(cosine_alignment)
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, use_adapter=True, name="cosine_alignment",
                  reduction="sum_over_batch_size"):

@@ -1,8 +1,8 @@
 """Token-level distillation of sequence models (language models, taggers)."""
 
 from keras_kd.backend import tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
-from keras_kd.losses.response import _validate_temperature
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._response import _validate_temperature
 
 __all__ = ["token_kl_divergence", "padding_mask", "TokenKLDivergence"]
 
@@ -96,6 +96,7 @@ class TokenKLDivergence(DistillationLoss):
     ```
     """
 
+    function = staticmethod(token_kl_divergence)
     uses_temperature = True
     uses_labels = True
 

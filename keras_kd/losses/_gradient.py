@@ -1,7 +1,7 @@
 """Input-gradient matching (Sobolev training): match how the outputs change with the inputs."""
 
 from keras_kd.backend import tf
-from keras_kd.losses.base import DistillationLoss, as_float32, register_loss
+from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 
 __all__ = ["input_gradient_distance", "cross_entropy_input_gradient", "InputGradientMatching"]
 
@@ -80,6 +80,7 @@ class InputGradientMatching(DistillationLoss):
     ```
     """
 
+    function = staticmethod(input_gradient_distance)
     uses_input_gradients = True
 
     def __init__(self, name="input_gradient", reduction="sum_over_batch_size"):
