@@ -51,8 +51,10 @@ def test_unsupported_layer_error_and_float_mode():
             layers.Dense(2),
         ]
     )
-    with pytest.raises(ValueError, match=r"'my_norm' \(LayerNormalization\)"):
+    with pytest.raises(ValueError, match=r"1 x LayerNormalization \('my_norm'\)"):
         quantize_model(model)
+    with pytest.raises(ValueError, match="rules apply to keras_kd's own quantization"):
+        quantize_model(model, rules=[object()])
     with pytest.warns(UserWarning, match="my_norm"):
         qat = quantize_model(model, unsupported="float")
     assert ("my_norm", "LayerNormalization") in float_layers(qat)

@@ -267,6 +267,11 @@ def test_user_layer_is_traced_through_or_gets_a_rule(rng):
     qat = quantize_model(opaque, rules=[QuantizeRule(_Opaque, "output")])
     assert float_layers(qat) == []
     assert type(qat.get_layer("cumsum")).__name__ == "QuantizedOutput"
+    # a pass-through rule leaves the layer as it is; float_layers needs the same rules to know it is int8
+    rules = [QuantizeRule(_Opaque, "passthrough")]
+    qat = quantize_model(opaque, rules=rules)
+    assert float_layers(qat, rules=rules) == []
+    assert float_layers(qat) == [("cumsum", "_Opaque")]
 
 
 def test_rules_are_validated():

@@ -416,6 +416,12 @@ def quantize_model(model, unsupported="error", num_bits=8, ema_decay=0.99, rules
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize_model expects a keras.Model, got {type(model).__name__}.")
     if LEGACY_KERAS:
+        if rules:
+            raise ValueError(
+                "rules apply to keras_kd's own quantization (Keras 3); under tf_keras (TF_USE_LEGACY_KERAS=1) "
+                "quantize_model uses tensorflow-model-optimization: pass its QuantizeConfig classes through "
+                "custom_objects instead."
+            )
         return _quantize_model_tfmot(model, unsupported, custom_objects)
     Graph(model)  # a readable graph, or a clear error before any work
     registry = QuantizeRegistry(rules)
@@ -456,13 +462,17 @@ def is_quantization_aware(model):
     return any(isinstance(layer, _QUANTIZED_CLASSES) or _is_tfmot_layer(layer) for layer in all_layers(model))
 
 
-def float_layers(model):
+def float_layers(model, rules=None):
     """The layers (and keras.ops nodes) of a quantization-aware model that TFLite will run in float.
 
     Derived from the model's graph and the registry: a node computes in int8
     when it is one of keras_kd's quantized layers, or has a rule and reads only
     quantized tensors; everything else (what `quantize_model(...,
     unsupported="float")` kept, and pass-through layers fed by it) is listed.
+
+    Args:
+        model: a quantization-aware model.
+        rules: the `rules` given to `quantize_model`, if any.
 
     Returns:
         A list of `(name, class name)` pairs, empty when everything is quantized.
@@ -480,7 +490,7 @@ def float_layers(model):
             for layer in all_layers(model)
             if not _is_tfmot_layer(layer) and type(layer).__name__ not in quiet and not isinstance(layer, keras.Model)
         ]
-    registry = QuantizeRegistry()
+    registry = QuantizeRegistry(rules)
     found = []
 
     def walk(current, input_flags):
