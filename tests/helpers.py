@@ -39,3 +39,18 @@ def numpy_kd(teacher_logits, student_logits, temperature):
     t = log_softmax(np.asarray(teacher_logits, np.float64) / temperature)
     s = log_softmax(np.asarray(student_logits, np.float64) / temperature)
     return (np.exp(t) * (t - s)).sum(-1) * temperature**2
+
+
+def run_example(script, args, cwd, timeout):
+    """Runs an examples/ script on Keras 3 in a subprocess; returns the CompletedProcess."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return subprocess.run(
+        [sys.executable, os.path.join(root, "examples", script), *args],
+        cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout,
+    )

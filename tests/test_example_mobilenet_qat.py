@@ -1,28 +1,18 @@
 """examples/mobilenet_qat.py runs end to end at a small size and writes a verified all-int8 MobileNetV3Small."""
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from keras_kd.export import inspect_tflite
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(ROOT, "examples", "mobilenet_qat.py")
+from tests.helpers import run_example
 
 
 @pytest.mark.slow
 def test_mobilenet_example_distils_quantizes_and_exports_int8(tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    completed = subprocess.run(
-        [sys.executable, EXAMPLE, "--limit", "200", "--teacher-epochs", "1", "--epochs", "1", "--qat-epochs", "1",
-         "--out", str(out)],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=900,
-    )
+    args = ["--limit", "200", "--teacher-epochs", "1", "--epochs", "1", "--qat-epochs", "1", "--out", str(out)]
+    completed = run_example("mobilenet_qat.py", args, tmp_path, timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     stdout = completed.stdout
     summary = inspect_tflite(str(out / "mobilenet_v3_small_int8.tflite"))
