@@ -410,3 +410,10 @@ def test_keras_hub_backbones_convert_to_all_int8(name, tmp_path, rng):
     report = to_tflite(qat, str(tmp_path / "hub.tflite"), validation_data=x, min_agreement=0.0)
     assert report.float_ops == [] and report.outputs[0].dtype == "int8"
     assert report.validation.max_abs_diff / report.outputs[0].scale <= 4, report.validation
+
+
+def test_error_names_a_keras_ops_node_by_the_layer_it_follows():
+    inputs = _sequence((6,))
+    x = keras.ops.cumsum(L.Dense(4, name="projection")(inputs), axis=-1)
+    with pytest.raises(ValueError, match=r"1 x Cumsum \(keras.ops node 'cumsum\w*' after 'projection'\)"):
+        quantize_model(keras.Model(inputs, L.Dense(2)(x)))

@@ -187,7 +187,7 @@ class _Placer:
         steps, _ = self.plan(graph)
         for step in steps:
             if step.kind == "float":
-                found.append((step.operation.name, type(step.operation).__name__, step.reason))
+                found.append((_display_name(step.node), type(step.operation).__name__, step.reason))
             elif step.kind == "model":
                 self.unsupported(step.operation, found, seen)
         return found
@@ -327,6 +327,16 @@ class _Placer:
         return outputs, flags
 
 
+def _display_name(node):
+    """A name the user can look up: `'layer'` (model.get_layer), or a keras.ops node and the layer it follows."""
+    operation = node.operation
+    if isinstance(operation, keras.layers.Layer):
+        return repr(operation.name)
+    inputs = [t for t in node.input_tensors if hasattr(t, "_keras_history")]
+    after = f" after {inputs[0]._keras_history[0].name!r}" if inputs else ""
+    return f"keras.ops node {operation.name!r}{after}"
+
+
 def _is_concatenate(operation):
     from keras.src.ops.numpy import Concatenate
 
@@ -348,7 +358,7 @@ def _format_unsupported(found):
         groups.setdefault((cls, reason), []).append(name)
     lines = []
     for (cls, reason), names in groups.items():
-        shown = ", ".join(repr(n) for n in names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
+        shown = ", ".join(names[:4]) + (f", ... ({len(names) - 4} more)" if len(names) > 4 else "")
         fix = _FIX.get(reason, "change the layer, or keep it in float with unsupported='float'").format(cls=cls)
         lines.append(f"  {len(names)} x {cls} ({shown}): {reason}; fix: {fix}.")
     return "\n".join(lines)
