@@ -60,3 +60,20 @@ def test_distill_throughput_quick_prints_ratios(tmp_path):
     assert figures["caching_s"] > 0
     # The teacher is about 8x the student, as the README says.
     assert 6 <= figures["config"]["teacher_params"] / figures["config"]["student_params"] <= 10
+
+
+QAT_NETWORKS = os.path.join(ROOT, "benchmarks", "qat_networks.py")
+
+
+def test_qat_networks_arguments():
+    script = _load_script(QAT_NETWORKS)
+    quick = script.parse_args(["--quick"])
+    assert quick.names == list(script.QUICK) and (quick.limit, quick.epochs, quick.qat_epochs) == (300, 1, 1)
+    full = script.parse_args(["--networks", "MobileNetV3Small,EfficientNetB0"])
+    assert full.names == ["MobileNetV3Small", "EfficientNetB0"] and full.epochs == 8
+    with pytest.raises(SystemExit):
+        script.parse_args(["--networks", "ResNet50"])
+    # every network the issue names is in the table
+    assert {"MobileNetV2-0.35", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "text transformer"} <= set(
+        script.NETWORKS
+    )
