@@ -81,8 +81,7 @@ def _token_data(limit):
 
 def _applications(factory, **options):
     def build(shape):
-        model = factory(input_shape=shape, weights=None, classes=10, classifier_activation=None, **options)
-        return example.shorten_batch_norm_memory(model)
+        return factory(input_shape=shape, weights=None, classes=10, classifier_activation=None, **options)
 
     return build
 
@@ -111,7 +110,7 @@ def _hub_mobilenet(shape):
     )
     inputs = keras.Input(shape, name="pixels")
     features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 127.5, -1.0)(inputs)))
-    return example.shorten_batch_norm_memory(keras.Model(inputs, L.Dense(10)(features)))
+    return keras.Model(inputs, L.Dense(10)(features))
 
 
 def _hub_efficientnet(shape):
@@ -127,7 +126,7 @@ def _hub_efficientnet(shape):
     )
     inputs = keras.Input(shape, name="pixels")
     features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 255.0)(inputs)))
-    return example.shorten_batch_norm_memory(keras.Model(inputs, L.Dense(10)(features)))
+    return keras.Model(inputs, L.Dense(10)(features))
 
 
 def _separable_net(shape):
@@ -197,7 +196,7 @@ def _accuracy(model, x, y):
 
 
 def _fit_teacher(kind, x, y, epochs):
-    teacher = _TEACHERS[kind](x.shape[1:])
+    teacher = example.shorten_batch_norm_memory(_TEACHERS[kind](x.shape[1:]))
     teacher.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     teacher.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0)
     return teacher
@@ -249,7 +248,7 @@ def measure(name, data, teacher, args, folder):
     keras.utils.set_random_seed(args.seed)
     figures = {"network": name}
     started = time.time()
-    student = build(x_train.shape[1:])
+    student = example.shorten_batch_norm_memory(build(x_train.shape[1:]))
     figures["parameters"] = int(student.count_params())
     _distill(teacher, student, x_train, y_train, args.epochs, 2e-3)
     figures["float_accuracy"] = _accuracy(student, x_test, y_test)
