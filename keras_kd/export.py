@@ -1054,6 +1054,10 @@ def to_tflite(
         raise ValueError(f"batch_size must be a positive integer or None (dynamic), got {batch_size!r}.")
     model = _load_model(model)
     quantization_aware = _is_quantization_aware(model)
+    if quantization_aware:
+        from keras_kd.quantization.quantize import check_exportable
+
+        check_exportable(model)
     if quantization_aware and quantization in ("float16", "dynamic"):
         # the converter would read the fake-quant ranges and write an int8 file anyway
         raise ValueError(

@@ -139,6 +139,10 @@ _LAYER_SAMPLES = {
     "SpatialDropout1D": _after_conv1d(lambda: L.SpatialDropout1D(0.2)),
     "SpatialDropout2D": _after_conv(lambda: L.SpatialDropout2D(0.2)),
     "Identity": _after_conv(L.Identity),
+    "GaussianNoise": _after_conv(lambda: L.GaussianNoise(0.1)),
+    "GaussianDropout": _after_conv(lambda: L.GaussianDropout(0.1)),
+    "AlphaDropout": _after_conv(lambda: L.AlphaDropout(0.1)),
+    "PReLU": _after_conv(lambda: L.PReLU(shared_axes=[1, 2])),
     "SeparableConv1D": lambda: keras.Model(i := _sequence(), L.SeparableConv1D(6, 3, activation="relu")(i)),
     "SeparableConv2D": lambda: keras.Model(i := _image(), L.SeparableConv2D(6, 3, depth_multiplier=2)(i)),
     "LayerNormalization": lambda: keras.Model(i := _sequence((6, 8)), L.LayerNormalization()(L.Dense(8)(i))),
@@ -417,3 +421,19 @@ def test_error_names_a_keras_ops_node_by_the_layer_it_follows():
     x = keras.ops.cumsum(L.Dense(4, name="projection")(inputs), axis=-1)
     with pytest.raises(ValueError, match=r"1 x Cumsum \(keras.ops node 'cumsum\w*' after 'projection'\)"):
         quantize_model(keras.Model(inputs, L.Dense(2)(x)))
+
+
+def test_export_refuses_mixed_precision_and_warns_on_uncalibrated_ranges(tmp_path):
+    from keras_kd.export import to_tflite
+
+    model = keras.Sequential([keras.Input((6,)), L.Dense(4, activation="relu"), L.Dense(2)])
+    with pytest.warns(UserWarning, match="never saw data"):
+        to_tflite(quantize_model(model), str(tmp_path / "fresh.tflite"))
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = quantize_model(keras.Sequential([keras.Input((6,)), L.Dense(4), L.Dense(2)]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(ValueError, match="compute in reduced precision"):
+        to_tflite(mixed, str(tmp_path / "mixed.tflite"))
+    assert not (tmp_path / "mixed.tflite").exists()

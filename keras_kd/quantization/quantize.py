@@ -445,12 +445,51 @@ def quantize_model(model, unsupported="error", num_bits=8, ema_decay=0.99, rules
                 f"{_format_unsupported(found)}\nSupported layer types: {', '.join(supported_layer_types())}."
             )
         warnings.warn(
-            f"quantize_model keeps {len(found)} layer(s) of {model.name!r} in float:\n{_format_unsupported(found)}",
+            f"quantize_model keeps {len(found)} layer(s) of {model.name!r} in float:\n{_format_unsupported(found)}\n"
+            "Export the result with to_tflite(..., allow_float_fallback=True).",
             UserWarning,
             stacklevel=2,
         )
     new_model, _ = placer.transform(canonical, [False] * len(canonical.inputs), top=True)
     return new_model
+
+
+def check_exportable(model):
+    """What to_tflite checks on a keras_kd QAT model before converting it (Keras 3 path).
+
+    Raises:
+        ValueError: a layer computes in float16/bfloat16 (mixed precision): the
+            converter cannot quantize through those casts.
+
+    Warns:
+        UserWarning: quantizers whose range never saw data (the model was never
+            trained or called with `training=True`): TFLite would use [-6, 6].
+    """
+    if LEGACY_KERAS:
+        return
+    found = list(model._flatten_layers(include_self=False, recursive=True))
+    reduced = sorted({layer.name for layer in found if str(getattr(layer, "compute_dtype", "float32")) in ("float16", "bfloat16")})
+    if reduced:
+        raise ValueError(
+            f"{len(reduced)} layer(s) of {model.name!r} compute in reduced precision (mixed precision), e.g. "
+            f"{', '.join(repr(n) for n in reduced[:3])}; the converter cannot quantize through their float16 casts. "
+            "Train under mixed precision if you like, then export a float32 copy: "
+            "keras.mixed_precision.set_global_policy('float32'); copy = quantize_model(float_model); "
+            "copy.set_weights(qat_model.get_weights()); to_tflite(copy, ...)."
+        )
+    uncalibrated = [
+        layer.name
+        for layer in found
+        if isinstance(layer, qlayers.FakeQuant) and layer.fixed_range is None and layer.built and int(layer.steps) == 0
+    ]
+    if uncalibrated:
+        warnings.warn(
+            f"{len(uncalibrated)} quantizer(s) of {model.name!r} never saw data (e.g. {uncalibrated[0]!r}), so the "
+            "file will use their initial [-6, 6] range. Train the quantization-aware model (or call it on a few "
+            "batches with training=True) before exporting.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _is_tfmot_layer(layer):

@@ -223,6 +223,7 @@ def default_rules():
         )
     add((layers.Add, layers.Subtract, layers.Multiply), "output", fuses_activation=True, tflite_ops="ADD / SUB / MUL")
     add((layers.Concatenate,), "output", tflite_ops="CONCATENATION")
+    add((layers.PReLU,), "output", tflite_ops="PRELU")
     add(
         (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D),
         "output",
@@ -276,6 +277,9 @@ def default_rules():
             layers.Dropout,
             layers.SpatialDropout1D,
             layers.SpatialDropout2D,
+            layers.GaussianNoise,
+            layers.GaussianDropout,
+            layers.AlphaDropout,
             layers.Identity,
         ),
         "passthrough",
