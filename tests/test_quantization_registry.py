@@ -149,7 +149,11 @@ _LAYER_SAMPLES = {
     "PReLU": _after_conv(lambda: L.PReLU(shared_axes=[1, 2])),
     "SeparableConv1D": lambda: keras.Model(i := _sequence(), L.SeparableConv1D(6, 3, activation="relu")(i)),
     "SeparableConv2D": lambda: keras.Model(i := _image(), L.SeparableConv2D(6, 3, depth_multiplier=2)(i)),
-    "LayerNormalization": lambda: keras.Model(i := _sequence((6, 8)), L.LayerNormalization()(L.Dense(8)(i))),
+    # followed by a Dense on 3-D input: a fresh LayerNormalization's gamma of ones and beta of zeros must
+    # not leave two quantizers in a row before the Dense's reshape (the converter then refused the file)
+    "LayerNormalization": lambda: keras.Model(
+        i := _sequence((6, 8)), L.Dense(4)(L.LayerNormalization()(L.Dense(8)(i)))
+    ),
     "MultiHeadAttention": _multi_head_attention,
 }
 
@@ -208,7 +212,13 @@ def _inputs(model, rng, count=64):
     return rng.normal(size=shape).astype("float32")
 
 
-def _check_int8(model, tmp_path, rng):
+# Output steps of disagreement allowed: rounding, a step or two per requantization. LayerNormalization
+# runs as seven int8 ops (RSQRT among them, which TFLite computes in fixed point, not as the float op
+# the QAT model simulates), so a Dense after it sees more.
+_STEPS = {"layer:LayerNormalization": 8}
+
+
+def _check_int8(model, tmp_path, rng, max_steps=4):
     from keras_kd.export import to_tflite
 
     qat = quantize_model(model)
@@ -222,14 +232,14 @@ def _check_int8(model, tmp_path, rng):
     assert report.outputs[0].dtype == "int8", report.outputs
     # The file computes what the QAT model computes, to within a few of its output steps.
     steps = report.validation.max_abs_diff / report.outputs[0].scale
-    assert steps <= 4, (report.validation.max_abs_diff, report.outputs[0].scale, report.op_counts)
+    assert steps <= max_steps, (report.validation.max_abs_diff, report.outputs[0].scale, report.op_counts)
     return report
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", _RULE_KEYS)
 def test_every_rule_converts_to_int8_and_agrees(key, tmp_path, rng):
-    _check_int8(_sample(key)(), tmp_path, rng)
+    _check_int8(_sample(key)(), tmp_path, rng, max_steps=_STEPS.get(key, 4))
 
 
 @pytest.mark.slow

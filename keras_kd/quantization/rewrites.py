@@ -23,6 +23,8 @@ The rewritten layer that produces the original layer's output keeps its name,
 so `model.get_layer(name).output` is the same feature before and after.
 """
 
+import numpy as np
+
 from keras_kd.backend import keras
 from keras_kd.quantization.activations import activation_rule
 from keras_kd.quantization.graph import Graph, UniqueNames, call_node, clone_layer, is_functional, rebuild
@@ -73,10 +75,14 @@ def layer_norm_ops(layer, args, kwargs, names):
     centered = keras.ops.subtract(x, mean)
     variance = keras.ops.mean(keras.ops.multiply(centered, centered), axis=axis, keepdims=True)
     outputs = keras.ops.multiply(centered, keras.ops.rsqrt(keras.ops.add(variance, layer.epsilon)))
-    if layer.scale:
-        outputs = keras.ops.multiply(outputs, keras.ops.convert_to_numpy(layer.gamma))
-    if layer.center:
-        outputs = keras.ops.add(outputs, keras.ops.convert_to_numpy(layer.beta))
+    # Constant gamma and beta; an identity one is left out: the converter drops a MUL by 1 or an ADD
+    # of 0 and would then meet two quantizers in a row with scales a rounding error apart.
+    gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.scale else None
+    beta = keras.ops.convert_to_numpy(layer.beta) if layer.center else None
+    if gamma is not None and not np.all(gamma == 1.0):
+        outputs = keras.ops.multiply(outputs, gamma)
+    if beta is not None and not np.all(beta == 0.0):
+        outputs = keras.ops.add(outputs, beta)
     return [outputs]
 
 
