@@ -579,7 +579,7 @@ def _quantize_model_tfmot(model, unsupported, custom_objects):
     # through its registry; a BN it cannot fold makes tfmot raise its own error.
     passthrough = (keras.layers.InputLayer, keras.layers.BatchNormalization)
     found = [
-        (layer.name, type(layer).__name__, "not supported by tensorflow-model-optimization")
+        (repr(layer.name), type(layer).__name__, "not supported by tensorflow-model-optimization")
         for layer in model.layers
         if not isinstance(layer, passthrough) and not registry.supports(layer)
     ]
@@ -587,22 +587,20 @@ def _quantize_model_tfmot(model, unsupported, custom_objects):
     scope = dict(custom_objects or {})
     if found and unsupported == "error":
         raise ValueError(
-            f"quantize_model cannot quantize {len(found)} layer(s) of {model.name!r}: "
-            f"{_format_unsupported(found)}. Replace these layers, or pass unsupported='float' to keep them "
-            "in float."
+            f"quantize_model cannot quantize {len(found)} layer(s) of {model.name!r}:\n{_format_unsupported(found)}"
         )
     with qkeras.quantize_scope(scope):
         if not found:
             return qkeras.quantize_model(model)
         warnings.warn(
-            f"quantize_model keeps {len(found)} layer(s) of {model.name!r} in float: {_format_unsupported(found)}.",
+            f"quantize_model keeps {len(found)} layer(s) of {model.name!r} in float:\n{_format_unsupported(found)}",
             UserWarning,
             stacklevel=3,
         )
         unsupported_names = {name for name, _, _ in found}
 
         def annotate(layer):
-            if isinstance(layer, keras.layers.InputLayer) or layer.name in unsupported_names:
+            if isinstance(layer, keras.layers.InputLayer) or repr(layer.name) in unsupported_names:
                 return layer
             return qkeras.quantize_annotate_layer(layer)
 
