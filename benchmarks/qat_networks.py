@@ -354,6 +354,8 @@ def main(argv=None):
                 row = measure(name, datasets[kind], teachers[kind], args, folder)
             except ImportError as error:  # keras-hub is optional
                 row = {"network": name, "error": f"skipped ({error})"}
+            except (ValueError, RuntimeError) as error:  # a network that fails is a result too
+                row = {"network": name, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"}
         row["teacher_accuracy"] = _accuracy(teachers[kind], datasets[kind][2], datasets[kind][3])
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
