@@ -1,5 +1,6 @@
 """examples/qat_distill_to_tflite.py runs end to end at a small size and writes a verified INT8 file."""
 
+import os
 import re
 
 import pytest
