@@ -322,7 +322,7 @@ def _keyword_spotting_net():
 
 def _text_transformer():
     tokens = keras.Input((16,), dtype="int32", name="tokens")
-    x = L.Embedding(100, 32)(tokens)
+    x = L.Embedding(20, 32)(tokens)
     x = L.LayerNormalization()(L.Add()([x, L.MultiHeadAttention(2, 16)(x, x)]))
     f = L.Dense(32)(L.Dense(64, activation="gelu")(x))
     x = L.LayerNormalization()(L.Add()([x, f]))
@@ -451,3 +451,17 @@ def test_export_refuses_mixed_precision_and_warns_on_uncalibrated_ranges(tmp_pat
     with pytest.raises(ValueError, match="compute in reduced precision"):
         to_tflite(mixed, str(tmp_path / "mixed.tflite"))
     assert not (tmp_path / "mixed.tflite").exists()
+
+
+@pytest.mark.slow
+def test_trained_transformer_stays_all_int8(tmp_path, rng):
+    """Dense on 3-D inputs and the attention projections convert to int8 after training, not only calibrated."""
+    from keras_kd.export import to_tflite
+
+    x = rng.integers(0, 20, (128, 16)).astype("int32")
+    y = (x[:, 0] % 4).astype("int32")
+    qat = quantize_model(_NETWORKS["text transformer"]())
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    report = to_tflite(qat, str(tmp_path / "trained.tflite"), validation_data=x[:64], min_agreement=0.0)
+    assert report.float_ops == [] and report.outputs[0].dtype == "int8"

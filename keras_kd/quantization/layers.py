@@ -279,11 +279,37 @@ def _apply_conv_transpose(layer, inputs, kernel):
 
 
 def _apply_dense(layer, inputs, kernel):
-    return keras.ops.matmul(inputs, kernel)
+    rank = len(inputs.shape)
+    if rank <= 2:
+        return keras.ops.matmul(inputs, kernel)
+    # On (batch, ..., in), matmul lowers to a Tensordot whose dynamic-shape reshapes the converter
+    # leaves in float once the model has trained; the einsum EinsumDense uses converts to int8.
+    axes = "abcdefgh"[: rank - 1]
+    return keras.ops.einsum(f"{axes}y,yz->{axes}z", inputs, kernel)
 
 
-def _apply_einsum(layer, inputs, kernel):
-    return keras.ops.einsum(layer.equation, inputs, kernel)
+def _projection_axes(equation):
+    """For 'abc,cde->abde' (the input's last axis into several output axes), the output axes; else None."""
+    operands, output = equation.replace(" ", "").split("->")
+    source, weights = operands.split(",")
+    if weights[0] == source[-1] and output == source[:-1] + weights[1:] and "." not in equation:
+        return weights[1:]
+    return None
+
+
+def _apply_einsum(layer, inputs, kernel, bias=None):
+    projected = _projection_axes(layer.equation)
+    if projected is None or len(projected) < 2:
+        outputs = keras.ops.einsum(layer.equation, inputs, kernel)
+        return outputs if bias is None else outputs + bias
+    # MultiHeadAttention's projections: one FULLY_CONNECTED onto heads * size (bias inside), then a
+    # reshape. The converter leaves the einsum's own reshapes and bias ADD in float once trained.
+    flat_kernel = keras.ops.reshape(kernel, (kernel.shape[0], -1))
+    outputs = _apply_dense(layer, inputs, flat_kernel)
+    if bias is not None:
+        full = keras.ops.broadcast_to(bias, kernel.shape[1:]) if len(bias.shape) < len(kernel.shape) - 1 else bias
+        outputs = outputs + keras.ops.reshape(full, (-1,))
+    return keras.ops.reshape(outputs, (-1, *inputs.shape[1:-1], *kernel.shape[1:]))
 
 
 def _apply_embedding(layer, inputs, kernel):
@@ -302,8 +328,10 @@ class KernelRule:
         to_channels_last / from_channels_last: `(kernel, layer) -> kernel`, the
             layout with output channels on the last axis (where BatchNormalization
             is folded and per-channel scales are taken) and back.
-        apply: `(layer, inputs, kernel) -> outputs`, the op without bias or activation.
+        apply: `(layer, inputs, kernel) -> outputs`, the op without bias or activation
+            (`(layer, inputs, kernel, bias)`, bias added, when `adds_bias`).
         tflite_op: the TFLite op it becomes, for the docs.
+        adds_bias: `apply` adds the bias itself (where it must go inside the op).
     """
 
     kernel_attribute: str
@@ -312,6 +340,7 @@ class KernelRule:
     tflite_op: str
     to_channels_last: object = _identity
     from_channels_last: object = _identity
+    adds_bias: bool = False
 
 
 def _kernel_rows():
@@ -336,7 +365,9 @@ def _kernel_rows():
         layers.Conv1DTranspose: transpose,
         layers.Conv2DTranspose: transpose,
         layers.Dense: KernelRule("kernel", False, _apply_dense, "FULLY_CONNECTED"),
-        layers.EinsumDense: KernelRule("kernel", False, _apply_einsum, "FULLY_CONNECTED or BATCH_MATMUL"),
+        layers.EinsumDense: KernelRule(
+            "kernel", False, _apply_einsum, "FULLY_CONNECTED or BATCH_MATMUL", adds_bias=True
+        ),
         layers.Embedding: KernelRule("embeddings", False, _apply_embedding, "GATHER"),
     }
 
@@ -505,9 +536,14 @@ class QuantizedWeights(_QuantizedWrapper):
     def call(self, inputs, training=None):
         kernel, bias = self.folded_kernel_and_bias()
         kernel = self._quantize(kernel)
-        outputs = self.kernel_rule.apply(self.layer, inputs, tf.cast(kernel, self.compute_dtype))
-        if bias is not None:
-            outputs = outputs + tf.cast(bias, self.compute_dtype)
+        kernel = tf.cast(kernel, self.compute_dtype)
+        bias = None if bias is None else tf.cast(bias, self.compute_dtype)
+        if self.kernel_rule.adds_bias:
+            outputs = self.kernel_rule.apply(self.layer, inputs, kernel, bias)
+        else:
+            outputs = self.kernel_rule.apply(self.layer, inputs, kernel)
+            if bias is not None:
+                outputs = outputs + bias
         return self._finish(outputs, training)
 
     def get_config(self):
