@@ -29,6 +29,12 @@ CACHE_METADATA_FILE = "keras_kd_cache.json"
 def _teacher_function(teacher):
     """A callable `x -> dict of float32 outputs`, using a Distiller's taps and teacher dtype if given."""
     if hasattr(teacher, "_teacher_outputs") and hasattr(teacher, "student"):
+        if getattr(teacher, "augment", None) is not None or getattr(teacher, "mixing", None) is not None:
+            raise ValueError(
+                f"This Distiller has augment={teacher.augment!r} and mixing={teacher.mixing!r}: its teacher must "
+                "label each step's new view, so its outputs cannot be cached once. Train the Distiller on the raw "
+                "data instead, or cache with a Distiller built without augment=/mixing=."
+            )
         teacher._ensure_losses()
         teacher._check_teacher_built()
         return teacher._teacher_outputs, teacher.teacher.name

@@ -3,6 +3,9 @@
 import math
 import warnings
 
+import numpy as np
+
+from keras_kd import augment as kd_augment
 from keras_kd import losses as kd_losses
 from keras_kd.backend import LEGACY_KERAS, apply_gradients, keras, scale_loss, tf
 from keras_kd.losses._base import describe, is_number
@@ -146,6 +149,11 @@ def _is_loss_scale_optimizer(optimizer):
     return bool(classes) and isinstance(optimizer, classes)
 
 
+def _broadcast_share(share, like):
+    """A per-example `share` of shape (batch,) reshaped to broadcast against `like` (batch, ...)."""
+    return tf.reshape(share, [-1] + [1] * (len(like.shape) - 1))
+
+
 class _SkippedStepsWarning(keras.callbacks.Callback):
     """Warns at the end of an epoch in which `check_finite="skip"` skipped steps (read from the epoch's logs)."""
 
@@ -253,7 +261,7 @@ class Distiller(keras.Model):
 
     def __init__(self, teacher, student, distillation_losses=None, distillation_loss_weights=None,
                  student_loss_weight=None, alpha=None, temperature=None, teacher_dtype=None, ignore_index=-100,
-                 check_finite=True, name="distiller", **kwargs):
+                 check_finite=True, augment=None, mixing=None, name="distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         self._validate_models(teacher, student)
         if student_loss_weight is not None and alpha is not None:
@@ -277,6 +285,11 @@ class Distiller(keras.Model):
         self.teacher_dtype = teacher_dtype
         self.ignore_index = ignore_index
         self.check_finite = _validate_check_finite(check_finite)
+        self.augment = kd_augment.check_augment(augment)
+        self.mixing = kd_augment.get_mixing(mixing)
+        # Mixing draws stateless randomness from (this seed, step, replica); one Python draw makes it follow
+        # keras.utils.set_random_seed.
+        self._mixing_seed = int(np.random.randint(0, 2**31 - 1))
         self._explicit_temperature = temperature is not None
         self.alpha = self.add_weight(
             name="alpha", shape=(), dtype="float32", trainable=False,
@@ -306,6 +319,14 @@ class Distiller(keras.Model):
             # Nothing is left to build: the Distiller's own state is created above. Marking it built lets
             # BackupAndRestore and load_weights run before the first step.
             self.built = True
+        in_student = kd_augment.augmentation_layers(student)
+        if in_student:
+            warnings.warn(
+                f"The student {student.name!r} contains random augmentation layers ({', '.join(in_student)}): they "
+                "run on the student's input only, so the teacher labels a different view than the student sees. "
+                "Move them out of the student into Distiller(augment=keras.Sequential([...])), which gives both "
+                "models the same view of each batch.", stacklevel=2,
+            )
         if _output_activation_is_softmax(student):
             warnings.warn(
                 f"The student {student.name!r} ends in a softmax, but distillation losses expect logits "
@@ -813,19 +834,40 @@ class Distiller(keras.Model):
             count = context.all_reduce("sum", count)
         return tf.math.divide_no_nan(local_sum, count)
 
-    def compute_distillation_losses(self, x, y, student_outputs, teacher_outputs, sample_weight=None):
+    def compute_distillation_losses(self, x, y, student_outputs, teacher_outputs, sample_weight=None, mix=None):
         """Computes this replica's share of every loss term.
 
         Returns a dict with `loss`, `student_loss`, `distillation_loss` and one
         entry per distillation loss (`<loss name>`), each already divided by the
         global batch size (under tf.distribute they sum to the global mean).
+
+        `mix` is `(partner, weight)` when the inputs were mixed (see
+        `keras_kd.augment`): the student loss is then `weight * L(y) +
+        (1 - weight) * L(y[partner])` and losses that read labels get the label
+        of the larger part.
         """
         logits = student_outputs[FINAL_OUTPUT]
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         weights = None
         terms = {}
+        labels = y
+        if y is not None and mix is not None:
+            labels = self._dominant_labels(y, mix)
+            if sample_weight is not None:
+                partner, share = mix
+                share = tf.cast(share, tf.float32)
+                sw = tf.cast(sample_weight, tf.float32)
+                sample_weight = _broadcast_share(share, sw) * sw + (1 - _broadcast_share(share, sw)) * tf.gather(
+                    sw, partner)
         if y is not None:
             values, weights = self._student_loss_values(y, logits)
+            if mix is not None:
+                partner, share = mix
+                partner_values, partner_weights = self._student_loss_values(tf.gather(y, partner), logits)
+                share = _broadcast_share(tf.cast(share, tf.float32), values)
+                values = share * values + (1 - share) * partner_values
+                if weights is not None and partner_weights is not None:
+                    weights = tf.maximum(weights, partner_weights)
             if sample_weight is not None:
                 sw = tf.cast(sample_weight, tf.float32)
                 while len(sw.shape) < len(values.shape):
@@ -847,7 +889,7 @@ class Distiller(keras.Model):
             extra = ({"input_tape": getattr(self, "_input_gradient_tape", None), "teacher_model": self.teacher}
                      if getattr(loss, "uses_input_gradients", False) else {})
             values = loss.compute(t, s, temperature=loss_temperature if loss.uses_temperature else None,
-                                  labels=y, state=state, inputs=x, **extra)
+                                  labels=labels, state=state, inputs=x, **extra)
             values = tf.cast(values, tf.float32)
             if len(values.shape) == 0:  # a loss that reduced itself (keras.distillation custom losses)
                 term = values / num_replicas
@@ -975,15 +1017,39 @@ class Distiller(keras.Model):
         context.merge_call(cross_replica, args=(finite, gradients))
         return finite
 
+    def _augmented(self, x):
+        """The batch's one view for both models: `augment`, then `mixing` (`mix` is None without mixing)."""
+        return kd_augment.augmented_view(self.augment, self.mixing, x, self._mixing_seed, self.optimizer.iterations)
+
+    @staticmethod
+    def _dominant_labels(y, mix):
+        """Per example, the label of the larger part of a mixed input (for metrics and label-reading losses)."""
+        partner, share = mix
+        own = _broadcast_share(share >= 0.5, y)
+        return tf.where(own, y, tf.gather(y, partner))
+
+    def _refuse_augmenting_cached(self):
+        raise ValueError(
+            f"This Distiller has augment={self.augment!r} and mixing={self.mixing!r}, but the data carries cached "
+            "teacher outputs (from keras_kd.cache_teacher_outputs): a cached teacher labelled the un-augmented "
+            "inputs and cannot see the new view of each step. Train on the raw (x, y) data so the teacher runs on "
+            "the augmented batch, or drop augment=/mixing= to use the cache."
+        )
+
     def train_step(self, data):
         x, y, sample_weight, teacher_outputs = self._unpack(data)
+        mix = None
+        if self.augment is not None or self.mixing is not None:
+            if teacher_outputs is not None:
+                self._refuse_augmenting_cached()
+            x, mix = self._augmented(x)
         if teacher_outputs is None:
             teacher_outputs = self._teacher_outputs(x)
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self._variables_to_train()
         with tf.GradientTape() as tape:
             student_outputs = self._student_outputs(x, training=True)
-            terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
+            terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight, mix=mix)
             scaled = scale_loss(self.optimizer, terms["loss"])
         gradients = tape.gradient(scaled, variables)
         finite = None
@@ -994,6 +1060,8 @@ class Distiller(keras.Model):
         else:
             apply_gradients(self.optimizer, gradients, variables)
         self._update_trackers(terms, num_replicas, finite)
+        if mix is not None and y is not None:
+            y = self._dominant_labels(y, mix)
         return self._logs(x, y, student_outputs[FINAL_OUTPUT], sample_weight)
 
     def fit(self, *args, **kwargs):
@@ -1083,6 +1151,8 @@ class Distiller(keras.Model):
             "teacher_dtype": self.teacher_dtype,
             "ignore_index": self.ignore_index,
             "check_finite": self.check_finite,
+            "augment": kd_augment.serialize_augment(self.augment),
+            "mixing": None if self.mixing is None else keras.saving.serialize_keras_object(self.mixing),
             # The teacher's or student's own optimizer, from training before distillation, is saved with them;
             # from_config builds it only when it had been built, so its saved state loads.
             "built_optimizers": [role for role, model in (("teacher", self.teacher), ("student", self.student))
@@ -1129,6 +1199,9 @@ class Distiller(keras.Model):
         built = config.pop("built_optimizers", ("teacher", "student"))
         config["teacher"] = cls._deserialize_model(config["teacher"], custom_objects, "teacher" in built)
         config["student"] = cls._deserialize_model(config["student"], custom_objects, "student" in built)
+        for key in ("augment", "mixing"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
         config["distillation_losses"] = [
             keras.saving.deserialize_keras_object(l, custom_objects=custom_objects) if isinstance(l, dict) else l
             for l in config["distillation_losses"]
