@@ -17,6 +17,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "augment",
     "backend",
     "benchmark",
     "callbacks",
@@ -39,6 +40,7 @@ _NAMES = {
     "AlphaScheduler": "keras_kd.callbacks",
     "LossWeightScheduler": "keras_kd.callbacks",
     "load_dataset": "keras_kd.data",
+    "compare_with_control": "keras_kd.control",
 }
 
 __all__ = ["__version__", *_SUBMODULES, *_NAMES]
