@@ -77,3 +77,34 @@ def test_qat_networks_arguments():
     assert {"MobileNetV2-0.35", "MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0", "text transformer"} <= set(
         script.NETWORKS
     )
+
+
+QUALITY = os.path.join(ROOT, "benchmarks", "quality.py")
+
+
+def test_quality_arguments():
+    script = _load_script(QUALITY)
+    quick = script.parse_args(["--quick"])
+    assert (quick.datasets, quick.seeds, quick.epochs, quick.cache_dir) == (["mnist5k"], [0, 1], 1, "")
+    full = script.parse_args([])
+    assert full.seeds == [0, 1, 2] and set(full.methods) == set(script.METHODS)
+    assert set(full.datasets) == {"fashion_mnist", "mnist5k"}
+    with pytest.raises(SystemExit):
+        script.parse_args(["--methods", "nonsense"])
+
+
+@pytest.mark.slow
+def test_quality_quick_compares_with_the_control(tmp_path):
+    out = tmp_path / "quality.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, QUALITY, "--quick", "--json", str(out)],
+                            capture_output=True, text=True, env=env, timeout=400, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"^control\s+\d+\.\d +\+-", result.stdout, re.MULTILINE), result.stdout
+    assert "the teacher's share of a logit-KD step" in result.stdout
+    (figures,) = json.loads(out.read_text())
+    assert set(figures["variants"]) == {"control", "kd_defaults", "function_matching"}
+    assert all(len(row["errors"]) == 2 for row in figures["variants"].values())
+    assert set(figures["step_seconds"]) == {"student alone (same augmentation)", "logit KD",
+                                            "function matching (mixup)", "logit KD, bfloat16 teacher"}
