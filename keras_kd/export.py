@@ -940,26 +940,6 @@ def _describe_float_op(op, tensor_names, model):
     return f"{op} (tensors {', '.join(repr(n) for n in named[:3])})" if named else op
 
 
-def _write_atomically(path, content):
-    """Writes `content` to a temp file beside `path`; returns the temp path (the caller renames it).
-
-    The temp file already has the permissions the final file gets (see
-    `keras_kd.files.make_temporary`), and temporaries of killed exports to
-    `path` are removed first.
-    """
-    temp_path = _files.make_temporary(path)
-    try:
-        with open(temp_path, "wb") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp_path)
-        raise
-    return temp_path
-
-
 def _rejected_path(path):
     root, extension = os.path.splitext(path)
     return f"{root}.rejected{extension or '.tflite'}"
@@ -1100,58 +1080,59 @@ def to_tflite(
             "a mixed file with to_tflite(..., allow_float_fallback=True)."
         )
 
-    temp_path = _write_atomically(path, content)
-    try:
-        validation = None
-        if validation_data is not None:
-            if summary.flex_ops:
-                raise ValueError(
-                    f"The file uses Flex ops ({', '.join(summary.flex_ops)}), which the LiteRT interpreter here "
-                    "cannot run, so it cannot be validated. Drop validation_data or remove those ops."
+    validation = None
+
+    def write_and_validate(temporary):
+        # runs before the rename: a file that fails validation never reaches `path`
+        nonlocal validation
+        with open(temporary, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if validation_data is None:
+            return
+        if summary.flex_ops:
+            raise ValueError(
+                f"The file uses Flex ops ({', '.join(summary.flex_ops)}), which the LiteRT interpreter here "
+                "cannot run, so it cannot be validated. Drop validation_data or remove those ops."
+            )
+        x_val, y_val = _split_validation_data(validation_data)
+        try:
+            validation = validate(model, temporary, x_val, y_val)
+        except _interpreter.XNNPackPrepareError as error:
+            rejected = _rejected_path(path)
+            os.replace(temporary, rejected)
+            layers = keras_layers_of_tensors([problem["tensor"] for problem in error.problems], model)
+            raise _interpreter.XNNPackPrepareError(
+                f"XNNPACK, LiteRT's default CPU delegate, could not prepare the {quantization or 'float32'} "
+                f"file converted from {model.name!r}, so it could not be validated. "
+                + (f"Keras layers behind it: {', '.join(repr(layer) for layer in layers)}. " if layers else "")
+                + error.explanation
+                + f" The file was not written to {path!r}; it is kept as {rejected!r} for inspection.",
+                error.problems,
+                error.explanation,
+            ) from error
+        if validation.agreement < float(min_agreement):
+            rejected = _rejected_path(path)
+            os.replace(temporary, rejected)
+            accuracy = ""
+            if validation.keras_accuracy is not None:
+                accuracy = (
+                    f" (accuracy: Keras {validation.keras_accuracy:.4f}, TFLite {validation.tflite_accuracy:.4f})"
                 )
-            x_val, y_val = _split_validation_data(validation_data)
-            try:
-                validation = validate(model, temp_path, x_val, y_val)
-            except _interpreter.XNNPackPrepareError as error:
-                rejected = _rejected_path(path)
-                os.replace(temp_path, rejected)
-                temp_path = None
-                layers = keras_layers_of_tensors([problem["tensor"] for problem in error.problems], model)
-                raise _interpreter.XNNPackPrepareError(
-                    f"XNNPACK, LiteRT's default CPU delegate, could not prepare the {quantization or 'float32'} "
-                    f"file converted from {model.name!r}, so it could not be validated. "
-                    + (f"Keras layers behind it: {', '.join(repr(layer) for layer in layers)}. " if layers else "")
-                    + error.explanation
-                    + f" The file was not written to {path!r}; it is kept as {rejected!r} for inspection.",
-                    error.problems,
-                    error.explanation,
-                ) from error
-            if validation.agreement < float(min_agreement):
-                rejected = _rejected_path(path)
-                os.replace(temp_path, rejected)
-                temp_path = None
-                accuracy = ""
-                if validation.keras_accuracy is not None:
-                    accuracy = (
-                        f" (accuracy: Keras {validation.keras_accuracy:.4f}, TFLite {validation.tflite_accuracy:.4f})"
-                    )
-                raise ExportValidationError(
-                    f"The {quantization or 'float32'} .tflite file agrees with the Keras model on only "
-                    f"{validation.agreement:.2%} of {validation.num_samples} validation samples, below "
-                    f"min_agreement={float(min_agreement):.2%}{accuracy}; max |diff| {validation.max_abs_diff:.4g}, "
-                    f"mean |diff| {validation.mean_abs_diff:.4g}. The file was not written to {path!r}; it is kept "
-                    f"as {rejected!r}. To fix: calibrate on more representative data (more samples, preprocessed "
-                    "like training), train with quantization-aware training (keras_kd.quantization), use "
-                    "quantization='float16', or lower min_agreement if this gap is acceptable.",
-                    result=validation,
-                    rejected_path=rejected,
-                )
-        os.replace(temp_path, path)
-        temp_path = None
-    finally:
-        if temp_path is not None:
-            with contextlib.suppress(OSError):
-                os.remove(temp_path)
+            raise ExportValidationError(
+                f"The {quantization or 'float32'} .tflite file agrees with the Keras model on only "
+                f"{validation.agreement:.2%} of {validation.num_samples} validation samples, below "
+                f"min_agreement={float(min_agreement):.2%}{accuracy}; max |diff| {validation.max_abs_diff:.4g}, "
+                f"mean |diff| {validation.mean_abs_diff:.4g}. The file was not written to {path!r}; it is kept "
+                f"as {rejected!r}. To fix: calibrate on more representative data (more samples, preprocessed "
+                "like training), train with quantization-aware training (keras_kd.quantization), use "
+                "quantization='float16', or lower min_agreement if this gap is acceptable.",
+                result=validation,
+                rejected_path=rejected,
+            )
+
+    _files.atomic_write(path, write_and_validate)
 
     return ExportReport(
         path=path,
