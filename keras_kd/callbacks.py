@@ -5,13 +5,26 @@ They are shaped like `keras.callbacks.LearningRateScheduler`: a
 (or batch), whose value is `.assign()`ed to a non-trainable Variable of the
 Distiller, so the compiled train step sees it on the next step without
 retracing. The value also goes into the logs (for History and TensorBoard).
+
+`TFLiteEvalCallback` converts the model to `.tflite` during `fit` and logs the
+real file's accuracy, so checkpoints can keep the epoch whose INT8 file is best.
 """
 
 import inspect
 import math
+import os
+import tempfile
 
 from keras_kd import schedules as kd_schedules
 from keras_kd.backend import keras
+from keras_kd.export._convert import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    is_quantization_aware,
+    normalize_io_dtype,
+    normalize_quantization,
+    to_tflite,
+)
+from keras_kd.export._evaluate import split_validation_data, validate
 from keras_kd.losses._base import is_number
 
 __all__ = ["VariableScheduler", "TemperatureScheduler", "AlphaScheduler", "LossWeightScheduler",
@@ -204,11 +217,112 @@ class LossWeightScheduler(VariableScheduler):
         return model.distillation_loss_weight_variables[index]
 
 
-def __getattr__(name):
-    # The export-in-the-loop callback lives with the exporter; it is re-exported here lazily so that
-    # importing callbacks does not import the TFLite converter.
-    if name == "TFLiteEvalCallback":
-        from keras_kd.export import TFLiteEvalCallback
+# --------------------------------------------------------------------------- export in the loop
 
-        return TFLiteEvalCallback
-    raise AttributeError(f"module 'keras_kd.callbacks' has no attribute {name!r}")
+
+class TFLiteEvalCallback(keras.callbacks.Callback):
+    """Converts the model to `.tflite` every N epochs and logs the real file's accuracy.
+
+    The float model and its INT8 file can rank epochs differently; this callback
+    measures the file itself. It writes `val_tflite_accuracy` (with labels) and
+    `val_tflite_agreement` (top-1 agreement with the Keras model) into the epoch
+    logs, so `keras.callbacks.ModelCheckpoint(monitor="val_tflite_accuracy",
+    mode="max")` and `EarlyStopping` can use them. Place this callback BEFORE
+    those in the `callbacks` list: Keras calls them in order with the same logs.
+    On epochs that are skipped (`every_n_epochs` > 1) the keys are absent.
+
+    On a Distiller (a model with a `.student` attribute) the student is
+    converted; `model_getter` overrides which model is converted.
+
+    Args:
+        validation_data: `x` or `(x, y)` to evaluate the file on.
+        every_n_epochs: evaluate after every N-th epoch.
+        quantization: passed to `to_tflite` ("int8" by default).
+        representative_data: calibration data for post-training INT8; defaults to
+            the validation inputs (fine for model selection; use training inputs
+            for the final export).
+        model_getter: `callable(model) -> keras.Model` choosing what to convert.
+        io_dtype, num_calibration_samples, allow_float_fallback: passed to `to_tflite`.
+        batch_size: evaluation batch size.
+        verbose: 1 prints the figures after each evaluation.
+
+    Attributes:
+        history: list of `(epoch, {"val_tflite_accuracy": ..., "val_tflite_agreement": ..., "size_bytes": ...})`.
+
+    Example:
+
+    ```python
+    callbacks = [
+        TFLiteEvalCallback((x_val, y_val), representative_data=x_train[:200]),
+        keras.callbacks.ModelCheckpoint("best.keras", monitor="val_tflite_accuracy", mode="max",
+                                        save_best_only=True),
+    ]
+    distiller.fit(x_train, y_train, epochs=10, callbacks=callbacks)
+    ```
+    """
+
+    def __init__(
+        self,
+        validation_data,
+        every_n_epochs=1,
+        quantization="int8",
+        representative_data=None,
+        model_getter=None,
+        io_dtype=None,
+        num_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+        allow_float_fallback=False,
+        batch_size=256,
+        verbose=0,
+    ):
+        super().__init__()
+        if int(every_n_epochs) < 1:
+            raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}.")
+        if model_getter is not None and not callable(model_getter):
+            raise TypeError(f"model_getter must be a callable model -> keras.Model, got {type(model_getter).__name__}.")
+        self.x, self.y = split_validation_data(validation_data)
+        if len(self.x) == 0:
+            raise ValueError("validation_data is empty; pass at least one sample (typically a few hundred).")
+        self.every_n_epochs = int(every_n_epochs)
+        self.quantization = normalize_quantization(quantization)
+        self.io_dtype = normalize_io_dtype(io_dtype, self.quantization)
+        self.representative_data = representative_data
+        self.model_getter = model_getter
+        self.num_calibration_samples = int(num_calibration_samples)
+        self.allow_float_fallback = allow_float_fallback
+        self.batch_size = int(batch_size)
+        self.verbose = verbose
+        self.history = []
+
+    def _target_model(self):
+        if self.model_getter is not None:
+            return self.model_getter(self.model)
+        student = getattr(self.model, "student", None)
+        return student if isinstance(student, keras.Model) else self.model
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_n_epochs != 0:
+            return
+        model = self._target_model()
+        representative = self.representative_data
+        if representative is None and self.quantization == "int8" and not is_quantization_aware(model):
+            representative = self.x
+        with tempfile.TemporaryDirectory(prefix="keras_kd_tflite_eval_") as folder:
+            report = to_tflite(
+                model,
+                os.path.join(folder, "model.tflite"),
+                quantization=self.quantization,
+                representative_data=representative,
+                io_dtype=self.io_dtype,
+                num_calibration_samples=self.num_calibration_samples,
+                allow_float_fallback=self.allow_float_fallback,
+            )
+            result = validate(model, report.path, self.x, self.y, batch_size=self.batch_size)
+        values = {"val_tflite_agreement": result.agreement}
+        if result.tflite_accuracy is not None:
+            values["val_tflite_accuracy"] = result.tflite_accuracy
+        if logs is not None:
+            logs.update(values)
+        self.history.append((int(epoch), {**values, "size_bytes": report.size_bytes}))
+        if self.verbose:
+            figures = ", ".join(f"{key}={value:.4f}" for key, value in values.items())
+            print(f"Epoch {epoch + 1}: {self.quantization or 'float32'} .tflite ({report.size_bytes} bytes): {figures}")

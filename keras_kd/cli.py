@@ -621,10 +621,10 @@ def cmd_export(args):
     model = args.model
     if args.quantization == "int8" and calibration is None:
         from keras_kd.backend import keras
-        from keras_kd.export import _is_quantization_aware
+        from keras_kd.export._convert import is_quantization_aware
 
         model = keras.models.load_model(args.model, compile=False)
-        if not _is_quantization_aware(model):
+        if not is_quantization_aware(model):
             shape = ", ".join("?" if d is None else str(d) for d in tuple(model.inputs[0].shape)[1:])
             raise UsageError(
                 f"post-training INT8 of the float model {args.model!r} needs calibration inputs: pass "

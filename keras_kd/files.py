@@ -158,7 +158,9 @@ def atomic_write(path, write):
     existing file at `path` is left as it was. The file gets the permissions
     the umask gives a new file (0644 under the usual umask 022), not
     `mkstemp`'s 0600, also when it replaces a file. Temporaries left by writes
-    that were killed are removed (see `remove_stale_temporaries`).
+    that were killed are removed (see `remove_stale_temporaries`). A `write`
+    that checks the file and rejects it can move the temporary elsewhere (to
+    keep it for inspection) before raising; it is then left where it was moved.
 
     Example:
 

@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from keras_kd import benchmark
 from keras_kd.backend import keras, tf
+from keras_kd.benchmark import _host
 from keras_kd.benchmark import (
     AndroidBenchmarkError,
     BenchmarkOutputError,
@@ -141,13 +141,13 @@ def test_benchmark_tflite_int8_inputs_use_the_quantized_range(tflite_files, monk
 
 def test_random_inputs_follow_the_dtype():
     rng = np.random.default_rng(0)
-    int8 = benchmark._random_array((4000,), np.int8, rng, (0.1, -3))
+    int8 = _host._random_array((4000,), np.int8, rng, (0.1, -3))
     assert int8.dtype == np.int8 and int8.min() == -128 and int8.max() == 127
-    uint8 = benchmark._random_array((4000,), np.uint8, rng, (0.02, 128))
+    uint8 = _host._random_array((4000,), np.uint8, rng, (0.02, 128))
     assert uint8.dtype == np.uint8 and uint8.min() == 0 and uint8.max() == 255
-    floats = benchmark._random_array((4000,), np.float32, rng)
+    floats = _host._random_array((4000,), np.float32, rng)
     assert floats.dtype == np.float32 and abs(floats.mean()) < 0.1 and 0.9 < floats.std() < 1.1
-    ids = benchmark._random_array((100,), np.int32, rng)
+    ids = _host._random_array((100,), np.int32, rng)
     assert ids.min() >= 0 and ids.max() <= 9  # unquantized integer inputs stay small
 
 

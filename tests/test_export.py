@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_kd import export
+from keras_kd.export import _calibration, _convert
 from keras_kd.backend import LEGACY_KERAS, keras, tf
 
 
@@ -118,7 +119,7 @@ def test_wrongly_typed_calibration_data_is_refused(tmp_path):
 def test_calibration_tuple_of_x_y_uses_x():
     specs = [("input", [None, 8, 8, 1], "float32")]
     x = np.ones((300, 8, 8, 1), "float64")
-    arrays = export._calibration_arrays((x, np.zeros(300)), specs, num_samples=50)
+    arrays = _calibration.calibration_arrays((x, np.zeros(300)), specs, num_samples=50)
     assert len(arrays) == 1 and arrays[0].shape == (50, 8, 8, 1) and arrays[0].dtype == np.float32
 
 
@@ -126,12 +127,12 @@ def test_calibration_from_a_batched_dataset_is_spread_and_checked():
     specs = [("input", [None, 5], "float32")]
     x = np.arange(50 * 5, dtype="float64").reshape(50, 5)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(50))).batch(8)
-    (arrays,) = export._calibration_arrays(dataset, specs, num_samples=20)
+    (arrays,) = _calibration.calibration_arrays(dataset, specs, num_samples=20)
     assert arrays.shape == (20, 5) and arrays.dtype == np.float32
     unbatched = tf.data.Dataset.from_tensor_slices(x)
-    assert export._calibration_arrays(unbatched, specs, num_samples=3)[0].shape == (3, 5)
+    assert _calibration.calibration_arrays(unbatched, specs, num_samples=3)[0].shape == (3, 5)
     with pytest.raises(ValueError, match=r"shape \(24, 4\) but input 'input' expects \(num_samples, 5\)"):
-        export._calibration_arrays(dataset.map(lambda a, b: a[:, :4]), specs, num_samples=20)
+        _calibration.calibration_arrays(dataset.map(lambda a, b: a[:, :4]), specs, num_samples=20)
 
 
 class SubclassedStudent(keras.Model):
@@ -253,7 +254,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path, trained, mon
     def crash(_fd):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(export.os, "fsync", crash)  # fails after the bytes went to the temp file
+    monkeypatch.setattr(os, "fsync", crash)  # fails after the bytes went to the temp file
     with pytest.raises(OSError, match="simulated"):
         export.to_tflite(trained, target, quantization=None)
     assert target.read_bytes() == b"the previous, complete export"
@@ -378,7 +379,7 @@ def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, tra
 
 
 def test_non_finite_calibration_data_is_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted despite NaN calibration data"))
+    monkeypatch.setattr(_convert, "_run_converter", lambda *a, **k: pytest.fail("converted despite NaN calibration data"))
     x = np.random.default_rng(0).random((20, 8, 8, 1)).astype("float32")
     x[5, 3, 3, 0] = np.nan
     x[9, 0, 0, 0] = np.inf
@@ -391,7 +392,7 @@ def test_non_finite_calibration_data_is_named(tmp_path, monkeypatch):
 def test_an_unwritable_output_folder_is_found_before_converting(tmp_path, monkeypatch):
     import tempfile
 
-    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted before checking the folder"))
+    monkeypatch.setattr(_convert, "_run_converter", lambda *a, **k: pytest.fail("converted before checking the folder"))
 
     def refuse(*args, **kwargs):
         raise PermissionError(30, "Read-only file system")
@@ -403,7 +404,7 @@ def test_an_unwritable_output_folder_is_found_before_converting(tmp_path, monkey
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_output_folder_is_found_before_converting(tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "_convert", lambda *a, **k: pytest.fail("converted before checking the folder"))
+    monkeypatch.setattr(_convert, "_run_converter", lambda *a, **k: pytest.fail("converted before checking the folder"))
     folder = tmp_path / "ro"
     folder.mkdir()
     os.chmod(folder, 0o555)

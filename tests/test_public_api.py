@@ -30,8 +30,8 @@ def test_import_is_lazy():
     assert out == ["False", "False"]
 
 
-def test_callbacks_reexport_the_export_callback():
-    from keras_kd.callbacks import TFLiteEvalCallback
-    from keras_kd.export import TFLiteEvalCallback as original
+def test_export_reexports_the_callback():
+    from keras_kd.callbacks import TFLiteEvalCallback as original
+    from keras_kd.export import TFLiteEvalCallback
 
     assert TFLiteEvalCallback is original
