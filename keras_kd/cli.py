@@ -191,6 +191,34 @@ def _serialized_or_name(value):
     raise _Bad(f"got {_describe(value)}")
 
 
+def _augment_spec(value):
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise _Bad("got an empty list")
+    for item in items:
+        if not (isinstance(item, dict) and "class_name" in item):
+            raise _Bad(f"got {_describe(item)}")
+    return value
+
+
+def _build_augment(spec):
+    """The `augment` layer of a config: one layer, or a Sequential of the listed layers."""
+    if spec is None:
+        return None
+    from keras_kd.backend import keras
+
+    layers = []
+    for item in spec if isinstance(spec, list) else [spec]:
+        item = dict(item)
+        item.setdefault("module", "keras.layers")
+        try:
+            layers.append(keras.saving.deserialize_keras_object(item))
+        except Exception as error:
+            raise UsageError(f"augment: cannot build the layer {item.get('class_name')!r} from its config: "
+                             f"{error}") from None
+    return layers[0] if len(layers) == 1 else keras.Sequential(layers, name="augment")
+
+
 def _losses(value):
     items = value if isinstance(value, list) else [value]
     if not items:
@@ -299,6 +327,11 @@ DISTILL_CONFIG = (
               _loss_weights),
     ConfigKey("schedules", "a mapping {temperature|alpha|LOSS_NAME: a number, or {class_name: Linear, config: "
               "{start: 4, end: 2, steps: 3}}}", _schedules),
+    ConfigKey("augment", "a Keras layer config or a list of them (e.g. [{class_name: RandomTranslation, config: "
+              "{height_factor: 0.1, width_factor: 0.1}}]): one view of each batch for teacher and student",
+              _augment_spec),
+    ConfigKey("mixing", "null, mixup or cutmix: mix the inputs of each batch (function matching)",
+              _choice(None, "mixup", "cutmix")),
     ConfigKey("qat", "true or false: distil into quantize_model(student)", _boolean, False),
     ConfigKey("teacher_dtype", "null, bfloat16 or float16", _choice(None, "bfloat16", "float16")),
     ConfigKey("limit", "a positive whole number of samples per split, or null for all", _positive_int),
@@ -537,7 +570,8 @@ def cmd_distill(args):
             student = quantize_model(student)
         distiller = Distiller(teacher=teacher, student=student, distillation_losses=settings["distillation_losses"],
                               distillation_loss_weights=settings["distillation_loss_weights"],
-                              teacher_dtype=settings["teacher_dtype"])
+                              teacher_dtype=settings["teacher_dtype"],
+                              augment=_build_augment(settings["augment"]), mixing=settings["mixing"])
         distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=settings["alpha"],
                           temperature=settings["temperature"])
 
@@ -610,6 +644,50 @@ def _load_array(path, what):
                     return archive[x_key], (archive[y_key] if y_key in archive else None)
         raise UsageError(f"{what}: {path!r} has none of the arrays x, x_test, x_train")
     raise UsageError(f"{what}: expected a .npy or .npz file, got {path!r}")
+
+
+def cmd_compare(args):
+    config = _load_config(args.config)
+    settings = validate_distill_config(config, source=repr(args.config))
+    if settings["qat"]:
+        raise UsageError("compare measures float distillation against its control; set qat: false (quantize the "
+                         "student after choosing the recipe)")
+    if not isinstance(settings["teacher"], str):
+        raise UsageError("compare needs a trained teacher: give teacher as the path of a .keras file (a model "
+                         "config would be an untrained teacher)")
+    if len(args.seeds) < 2:
+        raise UsageError(f"--seeds {' '.join(map(str, args.seeds))}: give at least 2 seeds (3 or more to claim a "
+                         "gain); one run cannot tell a gain from noise")
+    learning_rate = args.learning_rate
+    optimizer = settings["optimizer"]
+    if learning_rate is None:
+        learning_rate = 1e-3
+        if isinstance(optimizer, dict) and isinstance(optimizer.get("config", {}).get("learning_rate"), (int, float)):
+            learning_rate = float(optimizer["config"]["learning_rate"])
+    _build_schedule_callbacks(settings["schedules"])  # bad schedules fail before any training
+
+    from keras_kd.backend import keras
+    from keras_kd.control import compare_with_control
+    from keras_kd.data import load_dataset
+
+    data = load_dataset(settings["dataset"], limit=settings["limit"])
+    teacher = _load_model(settings["teacher"], "teacher")
+    template = _load_model(settings["student"], "student")
+    variant = {"alpha": settings["alpha"], "temperature": settings["temperature"],
+               "distillation_losses": settings["distillation_losses"],
+               "distillation_loss_weights": settings["distillation_loss_weights"],
+               "teacher_dtype": settings["teacher_dtype"]}
+    report = compare_with_control(
+        teacher, lambda seed: keras.models.clone_model(template), (data.x_train, data.y_train),
+        (data.x_test, data.y_test), variants={"distilled": variant}, seeds=args.seeds, epochs=settings["epochs"],
+        batch_size=settings["batch_size"], learning_rate=learning_rate, augment=_build_augment(settings["augment"]),
+        mixing=settings["mixing"], callbacks=lambda: _build_schedule_callbacks(settings["schedules"]),
+        verbose=0 if args.json else 1)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report)
+    return EXIT_OK
 
 
 def cmd_export(args):
@@ -761,6 +839,20 @@ def build_parser():
                    help="discard the run folder's checkpoint and train from the first epoch")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("compare", parents=[common],
+                       help="does the teacher help? a distill config's student against its control, over seeds",
+                       description="Trains, for each seed, the config's student on labels alone (the control) and "
+                                   "distilled as the config says, from the same initial weights, with the same "
+                                   "augment/mixing, epochs, batch size and Adam with a cosine-decayed learning "
+                                   "rate; prints test errors (mean and spread) and the fraction of the "
+                                   "control-to-teacher gap closed. The teacher must be a trained .keras file.")
+    p.add_argument("config", help="a keras-kd distill config (.yaml/.yml/.json); output and qat are not used")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="at least 2 (default: 0 1 2)")
+    p.add_argument("--learning-rate", type=float, default=None,
+                   help="Adam's initial learning rate (default: the config optimizer's, else 0.001)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("export", parents=[common], help="convert a .keras model to .tflite (INT8 by default), verified")
     p.add_argument("model", help="a .keras file")

@@ -172,7 +172,7 @@ def _check_arrays(data, what):
 
 
 def compare_with_control(teacher, build_student, train, test, *, variants=None, seeds=(0, 1, 2), epochs=10,
-                         batch_size=128, learning_rate=1e-3, augment=None, mixing=None, verbose=0):
+                         batch_size=128, learning_rate=1e-3, augment=None, mixing=None, callbacks=None, verbose=0):
     """Trains the control and each distilled variant the same way, over seeds; returns a `ControlReport`.
 
     Every run of a seed starts from the same student weights (`build_student(seed)`
@@ -197,6 +197,8 @@ def compare_with_control(teacher, build_student, train, test, *, variants=None, 
             to see the spread; 3 or more to claim a gain).
         epochs, batch_size, learning_rate: the shared training schedule.
         augment, mixing: the shared view, as in `keras_kd.Distiller`.
+        callbacks: `() -> list of callbacks` for each distillation run (for
+            example a `TemperatureScheduler`); the control gets none.
         verbose: 1 prints each run's result as it finishes.
 
     Returns:
@@ -244,8 +246,9 @@ def compare_with_control(teacher, build_student, train, test, *, variants=None, 
             model.compile(optimizer=_optimizer(learning_rate, steps))
             timer = _EpochTimer()
             keras.utils.set_random_seed(seed)
+            extra = list(callbacks()) if callbacks is not None and name != CONTROL else []
             model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                      callbacks=[timer])
+                      callbacks=[timer, *extra])
             errors[name].append(_test_errors(student, x_test, y_test, batch_size))
             # The first epoch also traces the step function.
             seconds[name].append(float(np.mean(timer.seconds[1:] or timer.seconds)))

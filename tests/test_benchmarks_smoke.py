@@ -104,7 +104,7 @@ def test_quality_quick_compares_with_the_control(tmp_path):
     assert re.search(r"^control\s+\d+\.\d +\+-", result.stdout, re.MULTILINE), result.stdout
     assert "the teacher's share of a logit-KD step" in result.stdout
     (figures,) = json.loads(out.read_text())
-    assert set(figures["variants"]) == {"control", "kd_defaults", "function_matching"}
+    assert set(figures["variants"]) == {"control", "kd_defaults", "control (mixup)", "function_matching"}
     assert all(len(row["errors"]) == 2 for row in figures["variants"].values())
     assert set(figures["step_seconds"]) == {"student alone (same augmentation)", "logit KD",
                                             "function matching (mixup)", "logit KD, bfloat16 teacher"}

@@ -23,11 +23,11 @@ def test_help_lists_every_command(capsys):
         build_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("quickstart", "distill", "export", "benchmark", "report"):
+    for command in ("quickstart", "distill", "compare", "export", "benchmark", "report"):
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["quickstart", "distill", "export", "benchmark", "report"])
+@pytest.mark.parametrize("command", ["quickstart", "distill", "compare", "export", "benchmark", "report"])
 def test_each_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -361,3 +361,43 @@ def test_cli_output_is_the_products_own_lines_unless_verbose(tmp_path):
     assert [line.split(" ")[0] for line in quiet.stdout.splitlines()] == ["wrote"]
     verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, env=env, timeout=300)
     assert verbose.returncode == 0 and verbose.stderr != ""  # TensorFlow's own lines, shown on request
+
+
+def _digits_teacher_and_config(tmp_path, **overrides):
+    from keras_kd.backend import keras
+
+    teacher = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                                keras.layers.Dense(10)], name="t")
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.save(tmp_path / "teacher.keras")
+    student = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)], name="s")
+    config = {"teacher": str(tmp_path / "teacher.keras"), "student": keras.saving.serialize_keras_object(student),
+              "dataset": "digits", "limit": 200, "epochs": 1, "batch_size": 50, "alpha": 0.9, "temperature": 4,
+              "augment": [{"class_name": "RandomTranslation", "config": {"height_factor": 0.1, "width_factor": 0.1}}],
+              "mixing": "mixup", "schedules": {"temperature": 3}}
+    config.update(overrides)
+    path = tmp_path / "compare.json"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def test_compare_reports_the_control_and_the_distilled_student(tmp_path, capsys):
+    config = _digits_teacher_and_config(tmp_path)
+    assert main(["compare", config, "--seeds", "0", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["variants"]) == ["control", "distilled"]
+    assert all(len(row["errors"]) == 2 for row in report["variants"].values())
+    assert report["seeds"] == [0, 1] and report["epochs"] == 1
+
+
+@pytest.mark.parametrize("overrides, args, message", [
+    ({"qat": True}, [], "compare measures float distillation"),
+    ({"teacher": MODEL}, [], "compare needs a trained teacher"),
+    ({}, ["--seeds", "0"], "give at least 2 seeds"),
+    ({"augment": [{"class_name": "RandomNothing", "config": {}}]}, [], "augment: cannot build the layer 'RandomNothing'"),
+    ({"mixing": "blend"}, [], "mixing: "),
+])
+def test_compare_refuses_bad_settings(tmp_path, capsys, overrides, args, message):
+    config = _digits_teacher_and_config(tmp_path, **overrides)
+    assert main(["compare", config, *args]) == 2
+    assert message in capsys.readouterr().err
