@@ -32,8 +32,8 @@ import numpy as np  # noqa: E402
 
 import keras_kd  # noqa: E402
 from keras_kd import losses as kd_losses  # noqa: E402
-from keras_kd.backend import keras, tf  # noqa: E402
-from keras_kd.control import CONTROL  # noqa: E402
+from keras_kd.backend import keras  # noqa: E402
+from keras_kd.control import CONTROL, ControlReport  # noqa: E402
 
 #: dataset -> how it is read and augmented. Fashion-MNIST's classes survive a horizontal flip; digits do not.
 DATASETS = {
@@ -178,13 +178,18 @@ def run_dataset(name, args):
     for method in args.methods:
         setting = dict(METHODS[method])
         groups.setdefault(setting.pop("mixing", None), {})[method] = setting
+    # Seeds outermost, so that an interrupted run still has every method for the seeds it finished.
+    reports = {mixing: [] for mixing in groups}
+    for seed in args.seeds:
+        for mixing, variants in groups.items():
+            reports[mixing].append(keras_kd.compare_with_control(
+                teacher, lambda s: build_student(shape, classes, s), (data.x_train, data.y_train),
+                (data.x_test, data.y_test), variants=variants, seeds=(seed,), epochs=args.epochs,
+                batch_size=args.batch_size, learning_rate=args.learning_rate, augment=augmentation(spec["flip"]),
+                mixing=mixing, verbose=1))
     result = {"variants": {}}
-    for mixing, variants in groups.items():
-        report = keras_kd.compare_with_control(
-            teacher, lambda seed: build_student(shape, classes, seed), (data.x_train, data.y_train),
-            (data.x_test, data.y_test), variants=variants, seeds=args.seeds, epochs=args.epochs,
-            batch_size=args.batch_size, learning_rate=args.learning_rate, augment=augmentation(spec["flip"]),
-            mixing=mixing, verbose=1)
+    for mixing, parts in reports.items():
+        report = merge_reports(parts)
         print(f"-- shared augmentation: shifts{' and flips' if spec['flip'] else ''}"
               f"{f', {mixing}' if mixing else ''} (the control trains on the same views)")
         print(report, flush=True)
@@ -205,6 +210,17 @@ def run_dataset(name, args):
     result.update(dataset=name, teacher_parameters=teacher.count_params(), student_parameters=student_params,
                   step_seconds=costs, methods={m: _describe(METHODS[m]) for m in args.methods})
     return result
+
+
+def merge_reports(parts):
+    """One report over the seeds of single-seed reports (seconds per epoch averaged)."""
+    first = parts[0]
+    return ControlReport(
+        num_test=first.num_test, teacher_errors=first.teacher_errors,
+        errors={name: [e for part in parts for e in part.errors[name]] for name in first.errors},
+        seconds_per_epoch={name: float(np.mean([part.seconds_per_epoch[name] for part in parts]))
+                           for name in first.errors},
+        seeds=tuple(seed for part in parts for seed in part.seeds), epochs=first.epochs)
 
 
 def _describe(setting):

@@ -238,6 +238,14 @@ class Distiller(keras.Model):
             warn at the end of the epoch. False: no check (a non-finite step
             updates the weights; `keras.callbacks.TerminateOnNaN` then stops
             training as in Keras).
+        augment: a Keras layer (called with `training=True`, e.g. a
+            `keras.Sequential` of `RandomTranslation`/`RandomFlip`) or a
+            callable `x -> x`, applied inside the training step once per batch:
+            the teacher and the student see the same view (`keras_kd.augment`).
+        mixing: None, `"mixup"`, `"cutmix"` or a `keras_kd.augment.MixUp` /
+            `CutMix`: mixes the examples of each batch after `augment`; the
+            teacher labels the mixed input (function matching, Beyer et al.
+            2022) and the student loss weighs both labels by their share.
         name: model name.
 
     Example:
