@@ -181,3 +181,27 @@ def test_the_package_map_says_which_modules_are_public():
     for name in PLUMBING:
         line = lines[f"{name}.py"]
         assert "public:" not in line, name
+
+
+# ------------------------------------------------------------------ the test layout (tests/__init__.py)
+
+
+def _test_modules():
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    return sorted(name[len("test_"):-len(".py")] for name in os.listdir(tests_dir)
+                  if name.startswith("test_") and name.endswith(".py"))
+
+
+def test_every_module_has_its_test_module():
+    modules = [name for name in _top_level_modules() if name != "__init__"]
+    missing = [f"tests/test_{name}.py" for name in modules if name not in _test_modules()]
+    assert not missing, f"keras_kd modules without their test module: {missing}"
+
+
+def test_every_test_module_names_what_it_tests():
+    modules = [name for name in _top_level_modules() if name != "__init__"]
+    others = ("public_api", "examples_", "benchmarks_")
+    strays = [f"tests/test_{stem}.py" for stem in _test_modules()
+              if not any(stem == name or stem.startswith(f"{name}_") for name in modules)
+              and not stem.startswith(others)]
+    assert not strays, f"name these after the keras_kd module they test (see tests/__init__.py): {strays}"
