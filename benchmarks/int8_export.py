@@ -120,7 +120,7 @@ def run(args):
     teacher = example.build_teacher(data.input_shape, data.num_classes)
     example.train_teacher(teacher, x_train, y_train, args.teacher_epochs)
     student = example.build_student(data.input_shape, data.num_classes)
-    example.distill(teacher, student, x_train, y_train, args.epochs)
+    example.curriculum_distill(teacher, student, x_train, y_train, args.epochs)
     timings = {"train_float_s": time.perf_counter() - started}
     print(f"teacher + float distillation: {timings['train_float_s']:.0f} s", flush=True)
 

@@ -22,7 +22,7 @@ Run from the repository root:
     python examples/qat_distill_to_tflite.py --limit 600 --epochs 2 --teacher-epochs 2 --qat-epochs 1
 
 `benchmarks/int8_export.py` imports the model builders and training steps through
-this script (they live in `keras_kd.quickstart`) (`build_teacher`, `build_student`, `train_teacher`, `distill`, `qat_distill`).
+this script (they live in `keras_kd.quickstart`) (`build_teacher`, `build_student`, `train_teacher`, `curriculum_distill`, `qat_distill`).
 """
 
 import argparse
@@ -44,7 +44,7 @@ from keras_kd.quantization import quantize_model  # noqa: E402
 from keras_kd.quickstart import (  # noqa: E402
     build_student,
     build_teacher,
-    distill,
+    curriculum_distill,
     keras_accuracy,
     qat_distill,
 )
@@ -54,7 +54,7 @@ __all__ = [
     "build_teacher",
     "build_student",
     "train_teacher",
-    "distill",
+    "curriculum_distill",
     "qat_distill",
     "keras_accuracy",
     "main",
@@ -89,7 +89,7 @@ def main(argv=None):
     teacher = build_teacher(data.input_shape, data.num_classes)
     train_teacher(teacher, x_train, y_train, args.teacher_epochs)
     student = build_student(data.input_shape, data.num_classes)
-    distill(teacher, student, x_train, y_train, args.epochs)
+    curriculum_distill(teacher, student, x_train, y_train, args.epochs)
 
     qat_student = quantize_model(student)
     qat_distill(teacher, qat_student, x_train, y_train, args.qat_epochs)

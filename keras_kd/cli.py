@@ -554,7 +554,7 @@ def cmd_distill(args):
     callbacks = _build_schedule_callbacks(settings["schedules"])
     optimizer = _build_optimizer(settings["optimizer"])
     from keras_kd.data import load_dataset
-    from keras_kd.distiller import Distiller
+    from keras_kd.schemes import distill
 
     if args.mixed_precision:
         keras.mixed_precision.set_global_policy(args.mixed_precision)
@@ -568,12 +568,6 @@ def cmd_distill(args):
             from keras_kd.quantization import quantize_model
 
             student = quantize_model(student)
-        distiller = Distiller(teacher=teacher, student=student, distillation_losses=settings["distillation_losses"],
-                              distillation_loss_weights=settings["distillation_loss_weights"],
-                              teacher_dtype=settings["teacher_dtype"],
-                              augment=_build_augment(settings["augment"]), mixing=settings["mixing"])
-        distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=settings["alpha"],
-                          temperature=settings["temperature"])
 
     created = not os.path.isdir(output)
     os.makedirs(output, exist_ok=True)
@@ -587,10 +581,16 @@ def cmd_distill(args):
         if resume_epoch and not args.json:
             print(f"resuming {output} after epoch {resume_epoch} of {settings['epochs']} "
                   f"(checkpoint {os.path.join(output, _CHECKPOINT_DIR)})", flush=True)
-        distiller.fit(data.x_train, data.y_train, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                      initial_epoch=min(resume_epoch, settings["epochs"]),
-                      validation_data=(data.x_test, data.y_test), verbose=0 if args.json else 2,
-                      callbacks=[*callbacks, *run_callbacks])
+        distiller = distill(
+            teacher, student, (data.x_train, data.y_train), epochs=settings["epochs"],
+            batch_size=settings["batch_size"], optimizer=optimizer, alpha=settings["alpha"],
+            temperature=settings["temperature"], distillation_losses=settings["distillation_losses"],
+            distillation_loss_weights=settings["distillation_loss_weights"], teacher_dtype=settings["teacher_dtype"],
+            augment=_build_augment(settings["augment"]), mixing=settings["mixing"],
+            validation_data=(data.x_test, data.y_test), callbacks=[*callbacks, *run_callbacks],
+            verbose=0 if args.json else 2, metrics=["accuracy"], initial_epoch=min(resume_epoch, settings["epochs"]),
+            strategy=strategy,
+        ).model
     except BaseException:
         _remove_if_unused(output, created)
         raise

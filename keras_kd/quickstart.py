@@ -20,9 +20,9 @@ import numpy as np
 from keras_kd import schedules
 from keras_kd.backend import keras
 from keras_kd.callbacks import AlphaScheduler, TemperatureScheduler
-from keras_kd.distiller import Distiller
+from keras_kd.schemes import distill
 
-__all__ = ["build_teacher", "build_student", "train_supervised", "distill", "qat_distill", "keras_accuracy",
+__all__ = ["build_teacher", "build_student", "train_supervised", "curriculum_distill", "qat_distill", "keras_accuracy",
            "run_quickstart", "BATCH_SIZE"]
 
 BATCH_SIZE = 64
@@ -101,18 +101,16 @@ def train_supervised(model, x, y, epochs, learning_rate=1e-3, verbose=0, validat
                      validation_data=validation_data)
 
 
-def distill(teacher, student, x, y, epochs, learning_rate=1e-3, verbose=0, validation_data=None):
-    """Distils `student` from `teacher` with a curriculum; returns the History.
+def curriculum_distill(teacher, student, x, y, epochs, learning_rate=1e-3, verbose=0, validation_data=None):
+    """Distils `student` from `teacher` with a curriculum (`keras_kd.schemes.distill`); returns the History.
 
     The temperature falls linearly from 6 to 2 (soft targets first, sharper
     later) and alpha, the distillation weight, from 0.9 to 0.5.
     """
     steps = max(1, epochs - 1)
-    distiller = Distiller(teacher=teacher, student=student).compile(
-        optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"], alpha=0.9, temperature=6.0
-    )
-    return distiller.fit(
-        x, y, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose, validation_data=validation_data,
+    return distill(
+        teacher, student, (x, y), epochs=epochs, batch_size=BATCH_SIZE, optimizer=keras.optimizers.Adam(learning_rate),
+        alpha=0.9, temperature=6.0, metrics=["accuracy"], verbose=verbose, validation_data=validation_data,
         callbacks=[
             TemperatureScheduler(schedules.Linear(6.0, 2.0, steps=steps)),
             AlphaScheduler(schedules.Linear(0.9, 0.5, steps=steps)),
@@ -133,10 +131,9 @@ def qat_distill(teacher, qat_student, x, y, epochs, learning_rate=1e-4, verbose=
             f"qat_student {qat_student.name!r} has no fake quantization; pass quantize_model(student), not the "
             "float student."
         )
-    distiller = Distiller(teacher=teacher, student=qat_student).compile(
-        optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"], alpha=0.5, temperature=2.0
-    )
-    return distiller.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=verbose)
+    return distill(teacher, qat_student, (x, y), epochs=epochs, batch_size=BATCH_SIZE,
+                   optimizer=keras.optimizers.Adam(learning_rate), alpha=0.5, temperature=2.0, metrics=["accuracy"],
+                   verbose=verbose)
 
 
 def keras_accuracy(model, x, y, batch_size=256):
@@ -202,7 +199,7 @@ def run_quickstart(out_dir="keras_kd_quickstart", dataset="mnist5k", teacher_epo
     scratch_accuracy = keras_accuracy(scratch, x_test, y_test)
     keras.utils.set_random_seed(seed + 1)  # the same initial weights as the scratch student
     student = build_student(data.input_shape, data.num_classes)
-    history = distill(teacher, student, x_train, y_train, epochs, verbose=verbose)
+    history = curriculum_distill(teacher, student, x_train, y_train, epochs, verbose=verbose)
     distilled_accuracy = keras_accuracy(student, x_test, y_test)
     _say(quiet, f"[3/6] students: scratch {scratch_accuracy:.2%}, distilled {distilled_accuracy:.2%} "
                 f"({student.count_params():,} params)")

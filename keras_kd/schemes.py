@@ -13,6 +13,8 @@ shape, `(models, histories)`: the trained models in order, and one
 for mutual learning, whose students train together).
 """
 
+import contextlib
+
 from keras_kd import losses as kd_losses
 from keras_kd.backend import apply_gradients, keras, scale_loss, tf
 from keras_kd.distiller import Distiller, sparse_labels_are_whole
@@ -30,9 +32,30 @@ def _fit_args(data, batch_size, validation_data):
     return tuple(data), {"batch_size": batch_size, "validation_data": validation_data}
 
 
-def distill(teacher, student, data, epochs=1, batch_size=32, optimizer="adam", alpha=0.5, temperature=3.0,
-            distillation_losses=None, validation_data=None, callbacks=None, verbose=0, metrics=None):
+def distill(teacher, student, data, epochs=1, batch_size=32, optimizer="adam", alpha=None, temperature=None,
+            distillation_losses=None, distillation_loss_weights=None, teacher_dtype=None, augment=None, mixing=None,
+            validation_data=None, callbacks=None, verbose=0, metrics=None, initial_epoch=0, strategy=None):
     """Trains `student` from `teacher` with a `keras_kd.Distiller` and returns the fit History.
+
+    The one function entry point: the schemes below, `keras_kd.quickstart`
+    and `keras-kd distill` all train through it. `history.model` is the
+    Distiller (its `student`, `optimizer` and Variables).
+
+    Args:
+        teacher, student: as for `keras_kd.Distiller`.
+        data: `(x, y)` arrays or a batched `tf.data.Dataset` of `(x, y)`.
+        epochs, batch_size, initial_epoch: as for `fit` (`batch_size` is
+            ignored for a Dataset).
+        optimizer: a name, an optimizer (its config is copied) or a
+            zero-argument factory.
+        alpha, temperature, distillation_losses, distillation_loss_weights,
+        teacher_dtype, augment, mixing: as for `keras_kd.Distiller`; `None`
+            keeps its default.
+        validation_data, callbacks, verbose: passed to `fit`.
+        metrics: passed to `compile`.
+        strategy: a `tf.distribute.Strategy` whose scope builds and compiles
+            the Distiller (build the teacher and student in it too); `None`
+            for the current one.
 
     Example:
 
@@ -40,11 +63,14 @@ def distill(teacher, student, data, epochs=1, batch_size=32, optimizer="adam", a
     history = distill(teacher, student, (x, y), epochs=5, alpha=0.7, temperature=4.0)
     ```
     """
-    distiller = Distiller(teacher, student, distillation_losses=distillation_losses, alpha=alpha,
-                          temperature=temperature)
-    distiller.compile(optimizer=_optimizer_factory(optimizer)(), metrics=metrics)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        distiller = Distiller(teacher, student, distillation_losses=distillation_losses,
+                              distillation_loss_weights=distillation_loss_weights, alpha=alpha,
+                              temperature=temperature, teacher_dtype=teacher_dtype, augment=augment, mixing=mixing)
+        distiller.compile(optimizer=_optimizer_factory(optimizer)(), metrics=metrics)
     args, kwargs = _fit_args(data, batch_size, validation_data)
-    return distiller.fit(*args, epochs=epochs, callbacks=callbacks, verbose=verbose, **kwargs)
+    return distiller.fit(*args, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                         **kwargs)
 
 
 def _optimizer_factory(optimizer):
@@ -71,8 +97,8 @@ def _chain(models, data, epochs, batch_size, optimizer, alpha, temperature, dist
     return histories
 
 
-def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=32, optimizer="adam", alpha=0.5,
-               temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None,
+def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=32, optimizer="adam", alpha=None,
+               temperature=None, distillation_losses=None, validation_data=None, verbose=0, metrics=None,
                callbacks=None):
     """Born-again networks: generation `k` is distilled from generation `k - 1`.
 
@@ -122,9 +148,9 @@ def born_again(make_student, teacher, data, generations=2, epochs=1, batch_size=
     return students, histories
 
 
-def teacher_assistant_chain(teacher, assistants, student, data, epochs=1, batch_size=32, optimizer="adam", alpha=0.5,
-                            temperature=3.0, distillation_losses=None, validation_data=None, verbose=0, metrics=None,
-                            callbacks=None):
+def teacher_assistant_chain(teacher, assistants, student, data, epochs=1, batch_size=32, optimizer="adam",
+                            alpha=None, temperature=None, distillation_losses=None, validation_data=None, verbose=0,
+                            metrics=None, callbacks=None):
     """Teacher-assistant KD: teacher -> assistant_1 -> ... -> student, each step a distillation.
 
     An intermediate-size assistant bridges a large capacity gap between the

@@ -52,7 +52,8 @@ def test_mixing_is_a_convex_combination_of_the_batch(mixing):
         assert np.all(own | other)
         differs = ~np.isclose(x, x[partner])
         kept = (own & differs).sum(axis=(1, 2, 3)) / np.maximum(differs.sum(axis=(1, 2, 3)), 1)
-        np.testing.assert_allclose(kept, weight, atol=0.02)
+        # the weight is the box's exact share (measured difference 0.0): float32 rounding only
+        np.testing.assert_allclose(kept, weight, rtol=0, atol=1e-6)
     again = mixing.mix(tf.constant(x), tf.constant([3, 4], tf.int64))[0].numpy()
     np.testing.assert_array_equal(again, mixed)
     assert not np.allclose(mixing.mix(tf.constant(x), tf.constant([3, 5], tf.int64))[0].numpy(), mixed)

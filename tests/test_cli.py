@@ -18,16 +18,28 @@ EXAMPLE_CONFIGS = sorted(
 MODEL = {"module": "keras", "class_name": "Sequential", "config": {"name": "m", "layers": []}}
 
 
+def _subcommands():
+    """{command: its argparse parser}, read from the parser itself so a new command is tested without an edit."""
+    import argparse
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+COMMANDS = sorted(_subcommands())
+
+
 def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("quickstart", "distill", "compare", "export", "benchmark", "report"):
+    assert COMMANDS == ["benchmark", "compare", "distill", "export", "quickstart", "report"]
+    for command in COMMANDS:
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["quickstart", "distill", "compare", "export", "benchmark", "report"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_each_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([command, "--help"])
@@ -361,6 +373,237 @@ def test_cli_output_is_the_products_own_lines_unless_verbose(tmp_path):
     assert [line.split(" ")[0] for line in quiet.stdout.splitlines()] == ["wrote"]
     verbose = subprocess.run(command + ["--verbose"], capture_output=True, text=True, env=env, timeout=300)
     assert verbose.returncode == 0 and verbose.stderr != ""  # TensorFlow's own lines, shown on request
+
+
+# --------------------------------------------------------------------------- every flag reaches its function
+# One row per argument of each command: the argv that sets it to a value other than its default, the function
+# it configures, and how that function's call shows the value. test_every_argument_has_a_row derives the
+# arguments from the parser, so a new flag without a row fails.
+
+
+class _Reached(Exception):
+    """Stops `keras-kd distill` inside the distill call: the arguments are what the test reads."""
+
+
+def _stub(**fields):
+    import types
+
+    return types.SimpleNamespace(to_dict=lambda: dict(fields), **fields)
+
+
+@pytest.fixture
+def calls(monkeypatch, tmp_path):
+    """Replaces every function a command configures with a recorder; returns {name: (args, kwargs)}."""
+    import types
+
+    import keras_kd.benchmark
+    import keras_kd.data
+    import keras_kd.export
+    import keras_kd.quickstart
+    import keras_kd.report
+    import keras_kd.schemes
+    from keras_kd import cli
+
+    recorded = {}
+
+    def recorder(name, result=None):
+        def record(*args, **kwargs):
+            recorded[name] = (args, kwargs)
+            if isinstance(result, Exception):
+                raise result
+            return result
+
+        return record
+
+    monkeypatch.setattr(keras_kd.quickstart, "run_quickstart",
+                        recorder("run_quickstart", {"rows": [], "files": [], "elapsed_s": 0.0}))
+    monkeypatch.setattr(keras_kd.export, "to_tflite", recorder("to_tflite", _stub(
+        path="m.tflite", size_bytes=1, quantization="int8", op_counts={}, validation=None)))
+    for name in ("benchmark_tflite", "benchmark_android"):
+        monkeypatch.setattr(keras_kd.benchmark, name, recorder(name, _stub(p50_ms=1.0)))
+    monkeypatch.setattr(keras_kd.report, "load_report", recorder("load_report", {"rows": [], "title": "t"}))
+    monkeypatch.setattr(keras_kd.report, "render_markdown", lambda rows, title=None: "")
+    monkeypatch.setattr(keras_kd.schemes, "distill", recorder("distill", _Reached()))
+    import keras_kd.control
+
+    monkeypatch.setattr(keras_kd.control, "compare_with_control", recorder("compare_with_control", _stub(errors={})))
+    real_load_model = cli._load_model
+    # compare's teacher must be a .keras path; the empty placeholder file stands for a trained model
+    monkeypatch.setattr(cli, "_load_model", lambda spec, what: None if spec == "m.keras" else
+                        real_load_model(spec, what))
+    x = np.zeros((4, 3), "float32")
+    y = np.zeros(4, "int32")
+    monkeypatch.setattr(keras_kd.data, "load_dataset", recorder("load_dataset", types.SimpleNamespace(
+        x_train=x, y_train=y, x_test=x, y_test=y)))
+    real_strategy, real_run_callbacks = cli._strategy, cli._run_callbacks
+    monkeypatch.setattr(cli, "_strategy", lambda name: recorder("_strategy")(name) or real_strategy("default"))
+    monkeypatch.setattr(cli, "_run_callbacks", lambda *args: recorder("_run_callbacks")(*args) or
+                        real_run_callbacks(*args))
+    from keras_kd.backend import keras
+
+    monkeypatch.setattr(keras.mixed_precision, "set_global_policy", recorder("set_global_policy"))
+
+    class Hiding(cli._ProductOutputOnly):
+        def __enter__(self):
+            recorded["_ProductOutputOnly"] = ((), {})
+            return super().__enter__()
+
+    monkeypatch.setattr(cli, "_ProductOutputOnly", Hiding)
+    model = tmp_path / "m.keras"
+    model.write_text("")
+    np.save(tmp_path / "cal.npy", np.ones((2, 3), "float32"))
+    np.savez(tmp_path / "val.npz", x=np.ones((2, 3), "float32"), y=np.ones(2, "int32"))
+    (tmp_path / "m.tflite").write_bytes(b"")
+    (tmp_path / "run_dir").mkdir()
+    (tmp_path / "run_dir" / "report.json").write_text("{}")
+    (tmp_path / "run.yaml").write_text(f"teacher: {json.dumps(MODEL)}\nstudent: {json.dumps(MODEL)}\n"
+                                        f"output: {tmp_path / 'run'}\n")
+    (tmp_path / "compare.yaml").write_text(f"teacher: m.keras\nstudent: {json.dumps(MODEL)}\n")
+    monkeypatch.chdir(tmp_path)
+    return recorded
+
+
+def _kwarg(target, key):
+    return lambda calls: calls[target][1][key]
+
+
+def _arg(target, index):
+    return lambda calls: calls[target][0][index]
+
+
+# The arguments each command is run with, besides the one under test.
+BASE_ARGV = {"quickstart": [], "distill": ["run.yaml"], "compare": ["compare.yaml"], "export": ["m.keras", "--calibration", "cal.npy"],
+             "benchmark": ["m.tflite"], "report": ["run_dir"]}
+
+FLAGS = {
+    "quickstart": {
+        "--dataset": (["--dataset", "digits"], _kwarg("run_quickstart", "dataset"), "digits"),
+        "--out": (["--out", "elsewhere"], _kwarg("run_quickstart", "out_dir"), "elsewhere"),
+        "--teacher-epochs": (["--teacher-epochs", "2"], _kwarg("run_quickstart", "teacher_epochs"), 2),
+        "--epochs": (["--epochs", "3"], _kwarg("run_quickstart", "epochs"), 3),
+        "--qat-epochs": (["--qat-epochs", "4"], _kwarg("run_quickstart", "qat_epochs"), 4),
+        "--limit": (["--limit", "50"], _kwarg("run_quickstart", "limit"), 50),
+        "--seed": (["--seed", "7"], _kwarg("run_quickstart", "seed"), 7),
+        "--progress": (["--progress"], _kwarg("run_quickstart", "verbose"), 1),
+        "--json": (["--json"], _kwarg("run_quickstart", "quiet"), True),
+    },
+    "distill": {
+        "config": ([], lambda calls: calls["load_dataset"][0][0], "mnist5k"),  # the config's default dataset
+        "--strategy": (["--strategy", "mirrored"], _arg("_strategy", 0), "mirrored"),
+        "--mixed-precision": (["--mixed-precision"], _arg("set_global_policy", 0), "mixed_bfloat16"),
+        "--output": (["--output", "other"], _arg("_run_callbacks", 0), "other"),
+        "--restart": (["--restart"], _arg("_run_callbacks", 1), 0),  # the checkpoint below is not resumed
+        "--json": (["--json"], _kwarg("distill", "verbose"), 0),
+    },
+    "compare": {
+        "config": ([], lambda calls: calls["load_dataset"][0][0], "mnist5k"),  # the config's default dataset
+        "--seeds": (["--seeds", "4", "5"], _kwarg("compare_with_control", "seeds"), [4, 5]),
+        "--learning-rate": (["--learning-rate", "0.01"], _kwarg("compare_with_control", "learning_rate"), 0.01),
+        "--json": (["--json"], _kwarg("compare_with_control", "verbose"), 0),
+    },
+    "export": {
+        "model": ([], _arg("to_tflite", 0), "m.keras"),
+        "--quantization": (["--quantization", "float16"], _kwarg("to_tflite", "quantization"), "float16"),
+        "--calibration": ([], lambda calls: calls["to_tflite"][1]["representative_data"].tolist(), [[1.0] * 3] * 2),
+        "--validation": (["--validation", "val.npz"],
+                         lambda calls: calls["to_tflite"][1]["validation_data"][1].tolist(), [1, 1]),
+        "--min-agreement": (["--min-agreement", "0.5"], _kwarg("to_tflite", "min_agreement"), 0.5),
+        "--io-dtype": (["--io-dtype", "uint8"], _kwarg("to_tflite", "io_dtype"), "uint8"),
+        "--allow-select-tf-ops": (["--allow-select-tf-ops"], _kwarg("to_tflite", "allow_select_tf_ops"), True),
+        "--output": (["--output", "out.tflite"], _arg("to_tflite", 1), "out.tflite"),
+        "--json": (["--json"], lambda calls: "to_tflite" in calls, True),
+    },
+    "benchmark": {
+        "model": ([], _arg("benchmark_tflite", 0), "m.tflite"),
+        "--threads": (["--threads", "3"], _kwarg("benchmark_tflite", "num_threads"), 3),
+        "--runs": (["--runs", "9"], _kwarg("benchmark_tflite", "num_runs"), 9),
+        "--warmup": (["--warmup", "2"], _kwarg("benchmark_tflite", "warmup_runs"), 2),
+        "--no-xnnpack": (["--no-xnnpack"], _kwarg("benchmark_tflite", "use_xnnpack"), False),
+        "--android": (["--android", "--benchmark-binary", "bm"], _arg("benchmark_android", 0), "m.tflite"),
+        "--benchmark-binary": (["--android", "--benchmark-binary", "bm"],
+                               _kwarg("benchmark_android", "benchmark_binary"), "bm"),
+        "--adb": (["--android", "--benchmark-binary", "bm", "--adb", "myadb"], _kwarg("benchmark_android", "adb"),
+                  "myadb"),
+        "--serial": (["--android", "--benchmark-binary", "bm", "--serial", "S1"],
+                     _kwarg("benchmark_android", "serial"), "S1"),
+        "--cpu-mask": (["--android", "--benchmark-binary", "bm", "--cpu-mask", "f0"],
+                       _kwarg("benchmark_android", "cpu_mask"), "f0"),
+        "--use-gpu": (["--android", "--benchmark-binary", "bm", "--use-gpu"], _kwarg("benchmark_android", "use_gpu"),
+                      True),
+        "--use-nnapi": (["--android", "--benchmark-binary", "bm", "--use-nnapi"],
+                        _kwarg("benchmark_android", "use_nnapi"), True),
+        "--json": (["--json"], lambda calls: "benchmark_tflite" in calls, True),
+    },
+    "report": {
+        "run_dir": ([], _arg("load_report", 0), "run_dir"),
+        "--json": (["--json"], lambda calls: "load_report" in calls, True),
+    },
+}
+# --verbose is common to every command: it turns off the hiding of TensorFlow's own log lines.
+COMMON = {"--verbose"}
+
+
+def _arguments(parser):
+    return {(action.option_strings[-1] if action.option_strings else action.dest) for action in parser._actions
+            if action.dest != "help"}
+
+
+def test_every_argument_has_a_row():
+    for command, parser in _subcommands().items():
+        assert _arguments(parser) == set(FLAGS[command]) | COMMON, command
+
+
+@pytest.mark.parametrize("command, flag", [(c, f) for c in sorted(FLAGS) for f in sorted(FLAGS[c])])
+def test_every_argument_reaches_the_function_it_configures(command, flag, calls, tmp_path, capsys):
+    argv, read, expected = FLAGS[command][flag]
+    if flag == "--restart":
+        checkpoint = tmp_path / "run" / "checkpoint"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "state.json").write_text('{"epoch": 1, "weights": "missing.weights.h5"}')
+    code = main([command, *BASE_ARGV[command], *argv])
+    assert code == (1 if command == "distill" else 0), capsys.readouterr().err  # distill stops in the fake
+    assert read(calls) == expected
+    if flag == "--json":
+        out = capsys.readouterr().out
+        assert command == "distill" or json.loads(out) is not None
+
+
+@pytest.mark.parametrize("flag, hidden", [([], True), (["--verbose"], False)])
+def test_verbose_turns_off_the_hiding_of_tensorflows_lines(flag, hidden, calls):
+    assert main(["report", "run_dir", *flag]) == 0
+    assert ("_ProductOutputOnly" in calls) == hidden
+
+
+# The config keys that are distill's own parameters arrive there as the config gives them.
+CONFIG_VALUES = {"epochs": 3, "batch_size": 16, "alpha": 0.3, "temperature": 2.5,
+                 "distillation_losses": "soft_target_kl", "distillation_loss_weights": 0.5,
+                 "teacher_dtype": "bfloat16", "optimizer": "sgd", "mixing": "cutmix"}
+
+
+@pytest.fixture
+def distill_parameters():
+    import inspect
+
+    from keras_kd.schemes import distill
+
+    return set(inspect.signature(distill).parameters)
+
+
+def test_every_config_key_that_distill_takes_reaches_it(distill_parameters, calls, tmp_path):
+    from keras_kd.cli import DISTILL_CONFIG
+
+    parameters = distill_parameters  # read before `calls` replaces distill
+    assert {key.name for key in DISTILL_CONFIG} & parameters == set(CONFIG_VALUES) | {"teacher", "student", "augment"}
+    config = tmp_path / "keys.yaml"
+    config.write_text((tmp_path / "run.yaml").read_text() + "".join(f"{k}: {v}\n" for k, v in CONFIG_VALUES.items())
+                      + "augment: [{class_name: RandomFlip, config: {mode: horizontal}}]\n")
+    assert main(["distill", str(config)]) == 1
+    (teacher, student, _), kwargs = calls["distill"]
+    assert teacher.name == student.name == MODEL["config"]["name"]  # built from the config's Keras configs
+    for key, value in CONFIG_VALUES.items():
+        arrived = type(kwargs[key]).__name__.lower() if key == "optimizer" else kwargs[key]
+        assert arrived == value, key
+    assert type(kwargs["augment"]).__name__ == "RandomFlip" and kwargs["augment"].mode == "horizontal"
 
 
 def _digits_teacher_and_config(tmp_path, **overrides):

@@ -276,7 +276,9 @@ def test_token_kl_gradients_are_finite_with_garbage_padding():
 
 
 def test_padding_mask():
-    np.testing.assert_array_equal(kd_losses.padding_mask(np.array([[4, -100], [-1, 0]]), -1), [[1, 1], [0, 1]])
+    from keras_kd.losses._sequence import padding_mask
+
+    np.testing.assert_array_equal(padding_mask(np.array([[4, -100], [-1, 0]]), -1), [[1, 1], [0, 1]])
 
 
 # ----------------------------------------------------------------- serialization
@@ -352,9 +354,12 @@ def test_every_registered_loss_is_public_and_documented():
 # The public names that are not a registered loss's class or function: the registry's API and helpers.
 NOT_LOSSES = [
     "DistillationLoss", "get", "register_loss", "registered_names", "serialize",
-    "CRDState", "ProjectionAdapter", "VIDState", "attention_map", "cross_entropy_input_gradient", "padding_mask",
-    "regression_kd_objective", "stack_teachers",
+    "ProjectionAdapter", "attention_map", "cross_entropy_input_gradient", "regression_kd_objective",
 ]
+# Internals: importable from their family module, out of __all__ (`stack_teachers` also from keras_kd.losses,
+# where the multi-teacher loss's errors point).
+INTERNALS = {"_information": ["CRDState", "VIDState"], "_sequence": ["padding_mask"],
+             "_multi_teacher": ["stack_teachers"]}
 
 
 def test_public_surface_is_pinned():
@@ -363,6 +368,16 @@ def test_public_surface_is_pinned():
     assert sorted(kd_losses.__all__) == sorted(losses + NOT_LOSSES)
     for name in kd_losses.__all__:
         assert hasattr(kd_losses, name)
+
+
+@pytest.mark.parametrize("module, names", sorted(INTERNALS.items()))
+def test_internals_stay_importable_out_of_all(module, names):
+    import importlib
+
+    family = importlib.import_module(f"keras_kd.losses.{module}")
+    for name in names:
+        assert hasattr(family, name) and name not in family.__all__ and name not in kd_losses.__all__
+    assert kd_losses.stack_teachers is importlib.import_module("keras_kd.losses._multi_teacher").stack_teachers
 
 
 # ----------------------------------------------------------------- validation

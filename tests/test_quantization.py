@@ -256,9 +256,10 @@ def test_quantized_model_tracks_the_float_model_after_calibration(rng):
     _train_step_calibration(qat, x)
     float_out = model(x, training=False).numpy()
     qat_out = qat(x, training=False).numpy()
-    # 8-bit simulation of an untrained 7-layer net: close, not equal.
+    # 8-bit simulation of an untrained 7-layer net: close, not equal. Measured 0.014 of the output range (a few
+    # 1/255 steps accumulated over the layers); 0.03 is the tightest bound with room for other CPUs' kernels.
     error = np.abs(qat_out - float_out).max() / np.abs(float_out).max()
-    assert 0 < error < 0.1
+    assert 0 < error < 0.03
 
 
 def test_sequential_and_nested_functional_models_are_quantized(rng):
@@ -283,7 +284,8 @@ def test_sequential_and_nested_functional_models_are_quantized(rng):
     assert isinstance(qat.get_layer("pixels_quant"), FakeQuant)
     x = rng.random((2, 6, 6, 2)).astype(np.float32)
     _train_step_calibration(qat, x)
-    np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.05)
+    # measured 0.006: the tightest bound that holds with a 2.5x margin
+    np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.015)
 
     sequential = keras.Sequential([keras.Input((5,)), L.Dense(4, activation="relu"), L.Dense(2)])
     qat_sequential = quantize_model(sequential)
@@ -331,6 +333,7 @@ def test_unsupported_float_keeps_layers_in_float_with_int8_edges(rng):
     assert isinstance(qat.get_layer("features_quant"), FakeQuant)
     x = rng.normal(size=(8, 6)).astype(np.float32)
     _train_step_calibration(qat, x)
+    # measured 0.036 (the float layers' outputs are re-quantized): 0.05 is already the tightest that holds
     np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.05)
     np.testing.assert_array_equal(
         qat.get_layer("elu_dense").get_weights()[0], model.get_layer("elu_dense").get_weights()[0]

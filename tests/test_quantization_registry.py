@@ -277,7 +277,8 @@ def test_user_layer_is_traced_through_or_gets_a_rule(rng):
     x = rng.normal(size=(8, 6)).astype("float32")
     for _ in range(3):
         qat(x, training=True)
-    np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.15)  # a few 8-bit steps of a [-5, 5] range
+    # measured 0.062, 1.6 steps of 10/255 over a [-5, 5] range: 0.1 (2.5 steps) is the tightest that holds
+    np.testing.assert_allclose(qat(x).numpy(), model(x).numpy(), atol=0.1)
 
     opaque = keras.Model(inputs, L.Dense(3)(_Opaque(name="cumsum")(inputs)))
     with pytest.raises(ValueError, match="cumsum"):

@@ -35,6 +35,9 @@ __all__ += _relation.__all__
 __all__ += _information.__all__
 __all__ += _gradient.__all__
 
+# Not in __all__: the multi-teacher loss's errors point here for the teacher model it expects.
+from keras_kd.losses._multi_teacher import stack_teachers  # noqa: E402,F401
+
 
 def _registry_table():
     """The registered losses as a Markdown table: family (the module's name), name, class, function."""

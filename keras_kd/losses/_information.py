@@ -12,11 +12,10 @@ from keras_kd.backend import keras, tf
 from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 from keras_kd.losses._feature import _check_feature_shapes
 
+# CRDState and VIDState are the layers the losses create for the Distiller to own: internals, out of __all__.
 __all__ = [
-    "CRDState",
     "crd_info_nce",
     "CRD",
-    "VIDState",
     "vid_negative_log_likelihood",
     "VID",
 ]

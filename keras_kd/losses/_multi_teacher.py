@@ -4,7 +4,8 @@ from keras_kd.backend import keras, tf
 from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 from keras_kd.losses._response import _validate_temperature
 
-__all__ = ["stack_teachers", "multi_teacher_kl_divergence", "MultiTeacherKLDivergence"]
+# stack_teachers builds the teacher model a loss here expects: a helper, importable but out of __all__.
+__all__ = ["multi_teacher_kl_divergence", "MultiTeacherKLDivergence"]
 
 
 def stack_teachers(teachers, input_shape=None, name="multi_teacher"):

@@ -4,7 +4,7 @@ from keras_kd.backend import tf
 from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
 from keras_kd.losses._response import _validate_temperature
 
-__all__ = ["token_kl_divergence", "padding_mask", "TokenKLDivergence"]
+__all__ = ["token_kl_divergence", "TokenKLDivergence"]  # padding_mask is the loss's helper: private
 
 
 def padding_mask(labels, ignore_index=-100):
