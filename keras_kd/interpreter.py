@@ -273,14 +273,42 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True, preserve_all_ten
     raise RuntimeError("No TFLite interpreter could load the model: " + "; ".join(errors) + ". " + _INSTALL_HINT)
 
 
+def _signature_order(interpreter, details, kind):
+    """`details` sorted as the file's signature lists its `kind` ("inputs" or "outputs").
+
+    `get_input_details()` / `get_output_details()` list tensors in the order of
+    the converted graph, which for a model with several inputs or outputs is
+    often not the Keras model's (two inputs can come back reversed). The serving
+    signature names them `input_0, input_1, ...` and `output_0, ...` in the
+    Keras order, so those names decide; a file without a signature keeps the
+    interpreter's order.
+    """
+    try:
+        signatures = interpreter._get_full_signature_list()
+    except AttributeError:  # an interpreter without signature support
+        return details
+    if len(signatures) != 1 or len(details) < 2:
+        return details
+    names = next(iter(signatures.values())).get(kind, {})
+    by_index = {detail["index"]: detail for detail in details}
+    if sorted(names.values()) != sorted(by_index):
+        return details
+
+    def position(name):
+        stem, _, number = name.rpartition("_")
+        return (0, stem, int(number)) if number.isdigit() else (1, name, 0)
+
+    return [by_index[names[name]] for name in sorted(names, key=position)]
+
+
 def input_details(interpreter):
-    """The interpreter's input details, in the order of the model's signature inputs."""
-    return interpreter.get_input_details()
+    """The interpreter's input details, in the Keras model's input order (by signature name, not file order)."""
+    return _signature_order(interpreter, interpreter.get_input_details(), "inputs")
 
 
 def output_details(interpreter):
-    """The interpreter's output details."""
-    return interpreter.get_output_details()
+    """The interpreter's output details, in the Keras model's output order (by signature name, not file order)."""
+    return _signature_order(interpreter, interpreter.get_output_details(), "outputs")
 
 
 def quantize_input(values, detail):

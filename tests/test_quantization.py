@@ -292,6 +292,24 @@ def test_sequential_and_nested_functional_models_are_quantized(rng):
     assert [type(l).__name__ for l in qat_sequential.layers[1:]] == ["FakeQuant", "QuantizedWeights", "QuantizedWeights"]
 
 
+def test_each_graph_is_planned_once(monkeypatch):
+    from keras_kd.quantization import quantize as quantize_module
+
+    planned = []
+    original = quantize_module._Placer.plan
+
+    def counting(self, graph):
+        planned.append(graph.model.name)
+        return original(self, graph)
+
+    monkeypatch.setattr(quantize_module._Placer, "plan", counting)
+    block_input = keras.Input((6, 6, 2))
+    block = keras.Model(block_input, L.Conv2D(4, 3, name="block_conv")(block_input), name="block")
+    inputs = keras.Input((6, 6, 2), name="pixels")
+    quantize_model(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(block(inputs))), name="outer"))
+    assert sorted(planned) == ["block", "outer"]
+
+
 def test_unbuilt_sequential_and_bad_arguments_are_explained():
     with pytest.raises(ValueError, match="is not built"):
         quantize_model(keras.Sequential([L.Dense(2)]))

@@ -1,10 +1,11 @@
 """`compare_layers`: where an INT8 file drifts from its quantization-aware Keras model.
 
 The file is run with every intermediate tensor kept; each quantized layer of
-the Keras model (a `FakeQuant`, `QuantizedWeights`, `QuantizedActivation`, ...)
-is matched to the file's tensor that carries its output (TFLite tensor names
-keep the Keras layer names), and the two are compared on the same inputs. The
-first layer whose drift jumps is the one that breaks INT8 accuracy.
+the Keras model (a `FakeQuant`, `QuantizedWeights`, `QuantizedActivation`, ...),
+also inside nested Functional/Sequential models, is matched to the file's
+tensor that carries its output (TFLite tensor names keep the Keras layer
+names, nested ones as `outer/inner`), and the two are compared on the same
+inputs. The first layer whose drift jumps is the one that breaks INT8 accuracy.
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ import re
 import numpy as np
 
 from keras_kd.backend import keras
+from keras_kd.quantization.graph import Graph, all_layers, is_functional
 
 __all__ = ["LayerDrift", "compare_layers"]
 
@@ -22,7 +24,7 @@ class LayerDrift:
     """How far one layer's output in the INT8 file is from the Keras QAT model.
 
     Attributes:
-        name: the Keras layer.
+        name: the Keras layer; inside a nested model, its path (`"block1/conv"`).
         class_name: its class.
         tensor: the `.tflite` tensor compared with it.
         scale: that tensor's quantization scale (one int8 step).
@@ -41,10 +43,10 @@ class LayerDrift:
     relative: float
 
 
-def _quantized_layers(model):
+def _is_quantized(layer):
     from keras_kd.quantization.quantize import _QUANTIZED_CLASSES
 
-    return [layer for layer in model.layers if isinstance(layer, _QUANTIZED_CLASSES)]
+    return isinstance(layer, _QUANTIZED_CLASSES)
 
 
 def _op_outputs(interpreter):
@@ -55,9 +57,75 @@ def _op_outputs(interpreter):
     return order
 
 
-def _matches(tensor_name, layer_name):
-    pattern = re.compile(rf"(^|/){re.escape(layer_name)}(_\d+)?(/|;|$)")
+def _matches(tensor_name, path):
+    """Whether a TFLite tensor name belongs to the Keras layer at `path` (`"conv"`, `"block1/conv"`).
+
+    The converter suffixes each name it emits with `_<n>` (`block1_1/conv_1/...`).
+    """
+    parts = [re.escape(part) + r"(_\d+)?" for part in path.split("/")]
+    pattern = re.compile(r"(^|/)" + "/".join(parts) + r"(/|;|$)")
     return any(pattern.search(part) for part in tensor_name.split(";"))
+
+
+def _input_list(model, x, max_samples):
+    """`x` (an array, a list in `model.inputs` order, or a dict by input name) as a list of arrays."""
+    names = [tensor._keras_history[0].name for tensor in model.inputs]
+    if isinstance(x, dict):
+        missing = [name for name in names if name not in x]
+        if missing:
+            raise ValueError(
+                f"x is a dict without the model's input(s) {missing}; its keys are {sorted(x)}. Key x by the "
+                f"names of the model's inputs: {names}."
+            )
+        values = [x[name] for name in names]
+    elif isinstance(x, (list, tuple)):
+        values = list(x)
+    else:
+        values = [x]
+    if len(values) != len(names):
+        raise ValueError(
+            f"{model.name!r} has {len(names)} input(s) ({', '.join(names)}) but x holds {len(values)}; pass one "
+            "array per input, as a list in the model's input order or a dict by input name."
+        )
+    return [np.asarray(value)[: int(max_samples)] for value in values]
+
+
+def _keras_outputs(model, values, prefix=""):
+    """`(path, layer, output)` of every quantized layer of `model` and of the models nested in it, in graph order.
+
+    `values` are the arrays fed to `model.inputs`. A nested model is run on the
+    values its caller gives it (its first call when it is called several times).
+    """
+    graph = Graph(model)
+    entries, seen, wanted = [], set(), []
+    for node in graph.nodes:
+        operation = node.operation
+        if id(operation) in seen:
+            continue
+        if _is_quantized(operation):
+            seen.add(id(operation))
+            entries.append(("layer", operation, [node.outputs[0]]))
+            wanted.append(node.outputs[0])
+        elif is_functional(operation):
+            seen.add(id(operation))
+            entries.append(("model", operation, list(node.input_tensors)))
+            wanted.extend(node.input_tensors)
+    known = {id(tensor): value for tensor, value in zip(graph.inputs, values)}
+    computed = [tensor for tensor in wanted if id(tensor) not in known]
+    if computed:
+        probe = keras.Model(graph.inputs, computed)
+        feed = values if len(values) > 1 else values[0]
+        results = probe.predict(feed, verbose=0, batch_size=len(values[0]))
+        if len(computed) == 1:
+            results = [results]
+        known.update({id(tensor): np.asarray(result) for tensor, result in zip(computed, results)})
+    rows = []
+    for kind, operation, tensors in entries:
+        if kind == "layer":
+            rows.append((prefix + operation.name, operation, known[id(tensors[0])]))
+        else:
+            rows.extend(_keras_outputs(operation, [known[id(t)] for t in tensors], f"{prefix}{operation.name}/"))
+    return rows
 
 
 def compare_layers(model, tflite_path, x, max_samples=64):
@@ -67,18 +135,21 @@ def compare_layers(model, tflite_path, x, max_samples=64):
         model: the quantization-aware Keras model the file was converted from
             (`quantize_model`'s result, trained).
         tflite_path: the `.tflite` file (a path or its bytes).
-        x: inputs, as for `model.predict` (at most `max_samples` are used).
+        x: inputs, as for `model.predict`: an array, or for a model with several
+            inputs a list in `model.inputs` order or a dict by input name (at
+            most `max_samples` samples are used). The file's inputs are matched
+            to the model's by their signature names, not their order in the file.
         max_samples: how many samples to compare.
 
     Returns:
-        A list of `LayerDrift`, in the Keras model's layer order, for every
-        top-level quantized layer whose tensor the file has (a layer fused into
-        the op before it, or inside a nested model, has no tensor of its own
-        and is left out).
+        A list of `LayerDrift`, in graph order, for every quantized layer whose
+        tensor the file has; a layer inside a nested model is named by its path
+        (`"block1/conv"`). A layer fused into the op before it has no tensor of
+        its own and is left out.
 
     Raises:
-        ValueError: `model` has no quantized layers, or the file has one input
-            and `x` does not fit it.
+        ValueError: `model` has no quantized layers, or `x` does not fit the
+            file's inputs (count or shape).
 
     Example:
 
@@ -87,40 +158,42 @@ def compare_layers(model, tflite_path, x, max_samples=64):
         print(f"{row.name:30s} {row.max_steps:6.1f} steps  {row.relative:.3f}")
     ```
     """
-    from keras_kd.interpreter import dequantize_output, load_interpreter, quantize_input
+    from keras_kd.interpreter import dequantize_output, input_details, load_interpreter, quantize_input
 
-    layers = _quantized_layers(model)
-    if not layers:
+    if not any(_is_quantized(layer) for layer in all_layers(model)):
         raise ValueError(
             f"compare_layers needs a quantization-aware model (from keras_kd.quantization.quantize_model); "
             f"{model.name!r} has no quantized layers."
         )
-    x = np.asarray(x)[: int(max_samples)]
+    values = _input_list(model, x, max_samples)
     interpreter = load_interpreter(tflite_path, preserve_all_tensors=True)
-    detail = interpreter.get_input_details()[0]
-    if tuple(detail["shape"][1:]) != tuple(x.shape[1:]):
+    inputs = input_details(interpreter)
+    if len(inputs) != len(values):
         raise ValueError(
-            f"x has samples of shape {tuple(x.shape[1:])} but the file's input is {tuple(detail['shape'][1:])}; "
-            "pass inputs shaped like the model's."
+            f"The file has {len(inputs)} input(s) but {model.name!r} has {len(values)}; pass the model the file "
+            "was converted from."
         )
-    interpreter.resize_tensor_input(detail["index"], x.shape)
+    for detail, value in zip(inputs, values):
+        if tuple(detail["shape"][1:]) != tuple(value.shape[1:]):
+            raise ValueError(
+                f"x has samples of shape {tuple(value.shape[1:])} but the file's input {detail['name']!r} is "
+                f"{tuple(detail['shape'][1:])}; pass inputs shaped like the model's."
+            )
+        interpreter.resize_tensor_input(detail["index"], value.shape)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], quantize_input(x, detail))
+    for detail, value in zip(inputs, values):
+        interpreter.set_tensor(detail["index"], quantize_input(value, detail))
     interpreter.invoke()
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     order = _op_outputs(interpreter)
 
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
-    keras_outputs = probe.predict(x, verbose=0, batch_size=len(x))
-    if len(layers) == 1:
-        keras_outputs = [keras_outputs]
     rows = []
-    for layer, expected in zip(layers, keras_outputs):
+    for path, layer, expected in _keras_outputs(model, values):
         expected = np.asarray(expected, np.float32)
         candidates = [
             index
             for index in order
-            if _matches(details[index]["name"], layer.name)
+            if _matches(details[index]["name"], path)
             and tuple(details[index]["shape"]) == expected.shape
             and details[index]["quantization"][0] > 0
         ]
@@ -132,7 +205,7 @@ def compare_layers(model, tflite_path, x, max_samples=64):
         scale = float(details[index]["quantization"][0])
         rows.append(
             LayerDrift(
-                name=layer.name,
+                name=path,
                 class_name=type(layer).__name__,
                 tensor=details[index]["name"],
                 scale=scale,

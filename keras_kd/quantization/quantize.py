@@ -87,6 +87,7 @@ class _Placer:
         self.names = names
         self.models = {}  # id(nested model) -> (quantized model, output flags)
         self.layers = {}  # id(layer) -> (new layer, output flags): shared layers stay shared
+        self.plans = {}  # id(model) -> (graph, steps, deferred): each graph is planned once
 
     # ----------------------------------------------------------------- planning
 
@@ -176,6 +177,13 @@ class _Placer:
                     deferred.add(id(tensor))
         return steps, deferred
 
+    def planned(self, model):
+        """`(graph, steps, deferred)` of `model`, computed on first use and kept."""
+        if id(model) not in self.plans:
+            graph = Graph(model)
+            self.plans[id(model)] = (graph, *self.plan(graph))
+        return self.plans[id(model)]
+
     def unsupported(self, model, found=None, seen=None):
         """(name, class name, reason) of every node that will stay float, nested models included."""
         found = [] if found is None else found
@@ -183,8 +191,7 @@ class _Placer:
         if id(model) in seen:
             return found
         seen.add(id(model))
-        graph = Graph(model)
-        steps, _ = self.plan(graph)
+        _, steps, _ = self.planned(model)
         for step in steps:
             if step.kind == "float":
                 found.append((_display_name(step.node), type(step.operation).__name__, step.reason))
@@ -200,8 +207,7 @@ class _Placer:
         )
 
     def transform(self, model, inputs_quantized, top=False):
-        graph = Graph(model)
-        steps, deferred = self.plan(graph)
+        graph, steps, deferred = self.planned(model)
         by_node = {id(step.node): step for step in steps}
         quantized = {id(t): flag for t, flag in zip(graph.inputs, inputs_quantized)}
         quantized_versions = {}

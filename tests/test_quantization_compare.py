@@ -1,0 +1,103 @@
+"""compare_layers on nested and multi-input models, and the interpreter's input/output order."""
+
+import numpy as np
+import pytest
+
+from keras_kd.backend import LEGACY_KERAS, keras
+
+if LEGACY_KERAS:  # keras_kd's own quantization is Keras 3 only
+    pytest.skip("Keras 3 quantization path", allow_module_level=True)
+
+from keras_kd import interpreter as interpreter_module  # noqa: E402
+from keras_kd.quantization import compare_layers, quantize_model  # noqa: E402
+
+L = keras.layers
+
+
+class _FakeInterpreter:
+    """Details listed in file order, a signature that names them in Keras order."""
+
+    def __init__(self, inputs, outputs):
+        self.inputs, self.outputs = inputs, outputs
+
+    def get_input_details(self):
+        return [{"index": index, "name": f"tensor_{index}"} for index in sorted(self.inputs.values(), reverse=True)]
+
+    def get_output_details(self):
+        return [{"index": index, "name": f"tensor_{index}"} for index in sorted(self.outputs.values(), reverse=True)]
+
+    def _get_full_signature_list(self):
+        return {"serving_default": {"inputs": self.inputs, "outputs": self.outputs}}
+
+
+def test_details_follow_the_signature_not_the_file_order():
+    inputs = {f"input_{position}": 100 - position for position in range(12)}  # input_10 sorts after input_9
+    fake = _FakeInterpreter(inputs, {"output_0": 7, "output_1": 3})
+    assert [d["index"] for d in interpreter_module.input_details(fake)] == [100 - p for p in range(12)]
+    assert [d["index"] for d in interpreter_module.output_details(fake)] == [7, 3]
+
+
+def _two_in_two_out():
+    block_input = keras.Input((8, 8, 4))
+    block = keras.Model(
+        block_input, L.Conv2D(4, 3, padding="same", activation="relu", name="conv")(block_input), name="block1"
+    )
+    a = keras.Input((8, 8, 3), name="a")
+    b = keras.Input((8, 8, 3), name="b")
+    x = block(L.Conv2D(4, 1, name="stem")(a))
+    y = L.Conv2D(4, 1, name="side")(b)
+    total = L.Add(name="add")([x, y])
+    first = L.Dense(3, name="head0")(L.GlobalAveragePooling2D(name="gap")(total))
+    second = L.Dense(2, name="head1")(L.GlobalAveragePooling2D(name="gap_b")(y))
+    return keras.Model([a, b], [first, second])
+
+
+@pytest.fixture
+def converted(tmp_path, rng):
+    from keras_kd.export import to_tflite
+
+    qat = quantize_model(_two_in_two_out())
+    # different scales on the two inputs: feeding one to the other's slot is visible
+    data = [rng.normal(size=(16, 8, 8, 3)).astype("float32"), 4.0 * rng.normal(size=(16, 8, 8, 3)).astype("float32")]
+    for _ in range(3):
+        qat(data, training=True)
+    path = str(tmp_path / "two.tflite")
+    to_tflite(qat, path)
+    return qat, path, data
+
+
+@pytest.mark.slow
+def test_two_inputs_two_outputs_map_by_signature_name(converted):
+    qat, path, data = converted
+    interpreter = interpreter_module.load_interpreter(path)
+    inputs = interpreter_module.input_details(interpreter)
+    outputs = interpreter_module.output_details(interpreter)
+    assert [d["shape"][-1] for d in outputs] == [3, 2]
+    expected = [np.asarray(e) for e in qat.predict(data, verbose=0)]
+    for sample in range(4):
+        for detail, values in zip(inputs, data):
+            interpreter.set_tensor(detail["index"], interpreter_module.quantize_input(values[sample : sample + 1], detail))
+        interpreter.invoke()
+        for detail, keras_output in zip(outputs, expected):
+            actual = interpreter_module.dequantize_output(interpreter.get_tensor(detail["index"]), detail)
+            assert np.abs(actual - keras_output[sample : sample + 1]).max() <= 3.01 * detail["quantization"][0]
+
+
+@pytest.mark.slow
+def test_compare_layers_reports_nested_layers_of_a_two_input_model(converted):
+    qat, path, data = converted
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert {"stem", "block1/conv", "side", "add", "gap", "gap_b", "head0", "head1"} <= set(rows), list(rows)
+    assert "block1_1/conv" in rows["block1/conv"].tensor
+    assert all(row.max_steps <= 3.01 for row in rows.values()), rows
+    by_name = {row.name: row for row in compare_layers(qat, path, {"b": data[1], "a": data[0]})}
+    assert by_name["head1"].max_steps == rows["head1"].max_steps
+    # a Keras model that no longer matches inside the nested block: the drift starts there
+    kernel = qat.get_layer("block1").get_layer("conv").layer.kernel
+    kernel.assign(kernel.numpy() * 1.5)
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert rows["stem"].max_steps <= 1.01 and rows["block1/conv"].max_steps > 10, rows
+    with pytest.raises(ValueError, match="has 2 input"):
+        compare_layers(qat, path, data[0])
+    with pytest.raises(ValueError, match="without the model's input"):
+        compare_layers(qat, path, {"a": data[0]})
