@@ -27,6 +27,16 @@ def _load_script(path):
     return module
 
 
+def _run_quick(script, json_path, timeout):
+    """Runs a benchmark script with --quick on Keras 3 in a subprocess; it must succeed."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, script, "--quick", "--json", str(json_path)],
+                            capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
 def test_distill_throughput_arguments():
     script = _load_script(DISTILL_THROUGHPUT)
     quick = script.parse_args(["--quick"])
@@ -42,11 +52,7 @@ def test_distill_throughput_arguments():
 @pytest.mark.slow
 def test_distill_throughput_quick_prints_ratios(tmp_path):
     out = tmp_path / "figures.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    result = subprocess.run([sys.executable, DISTILL_THROUGHPUT, "--quick", "--json", str(out)],
-                            capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = _run_quick(DISTILL_THROUGHPUT, out, timeout=240)
     for label in RATIO_LABELS:
         assert re.search(rf"^ratio {re.escape(label)}\s+\d+\.\d+x", result.stdout, re.MULTILINE), result.stdout
     assert re.search(r"top-1 agreement on \d+ test samples: \d+\.\d+%", result.stdout), result.stdout
@@ -96,11 +102,7 @@ def test_quality_arguments():
 @pytest.mark.slow
 def test_quality_quick_compares_with_the_control(tmp_path):
     out = tmp_path / "quality.json"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    result = subprocess.run([sys.executable, QUALITY, "--quick", "--json", str(out)],
-                            capture_output=True, text=True, env=env, timeout=400, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = _run_quick(QUALITY, out, timeout=400)
     assert re.search(r"^control\s+\d+\.\d +\+-", result.stdout, re.MULTILINE), result.stdout
     assert "the teacher's share of a logit-KD step" in result.stdout
     (figures,) = json.loads(out.read_text())
