@@ -81,6 +81,19 @@ def _labelled(dataset, run):
     return dataset.map(label)
 
 
+def _in_memory(stacked, batch_size, shuffle, seed, num_samples):
+    """Batches of `stacked` (whole-dataset tensors): each epoch shuffles the example indices, and one gather per
+    batch takes the examples, instead of shuffling and batching the examples one by one."""
+    indices = tf.data.Dataset.range(num_samples)
+    if shuffle:
+        indices = indices.shuffle(num_samples, seed=seed, reshuffle_each_iteration=True)
+
+    def take(batch):
+        return tf.nest.map_structure(lambda t: tf.gather(t, batch), stacked)
+
+    return indices.batch(batch_size).map(take).prefetch(tf.data.AUTOTUNE)
+
+
 def _finish(dataset, batch_size, shuffle, seed, num_samples):
     if shuffle:
         dataset = dataset.shuffle(min(num_samples, 50_000) if num_samples else 10_000, seed=seed,
@@ -134,7 +147,7 @@ def cache_teacher_outputs(teacher, x, y=None, batch_size=32, path=None, shuffle=
             raise ValueError("The input dataset is empty: there is nothing for the teacher to label.")
         stacked = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *examples)
         num_samples = int(tf.nest.flatten(stacked[0])[0].shape[0])
-        return _finish(tf.data.Dataset.from_tensor_slices(stacked), batch_size, shuffle, seed, num_samples)
+        return _in_memory(stacked, batch_size, shuffle, seed, num_samples)
 
     path = os.fspath(path)
     metadata_path = os.path.join(path, CACHE_METADATA_FILE)

@@ -83,6 +83,58 @@ def _broadcast_share(share, like):
     return tf.reshape(share, [-1] + [1] * (len(like.shape) - 1))
 
 
+class _LossMeans(keras.metrics.Metric):
+    """The running means of a step's loss terms (total, student, distillation), kept in one pair of variables.
+
+    One update per step instead of one per term; `_LossMeanView` gives each
+    term its own metric name, so the logs and `evaluate()` list them as before.
+    Its `result()` is the first term's mean (the total loss).
+    """
+
+    def __init__(self, name="total_loss", terms=3, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sums = self.add_weight(name="sums", shape=(terms,), initializer="zeros")
+        self.count = self.add_weight(name="count", shape=(), initializer="zeros")
+
+    def update_state(self, values, sample_weight=None):
+        """Adds one step's `values` (one per term); `sample_weight` 0 leaves a skipped step out of the means."""
+        if sample_weight is None:
+            self.sums.assign_add(values)
+            self.count.assign_add(1.0)
+        else:
+            self.sums.assign_add(values * sample_weight)
+            self.count.assign_add(sample_weight)
+
+    def means(self):
+        return tf.math.divide_no_nan(tf.convert_to_tensor(self.sums), tf.convert_to_tensor(self.count))
+
+    def result(self):
+        return self.means()[0]
+
+    def reset_state(self):
+        self.sums.assign(tf.zeros_like(tf.convert_to_tensor(self.sums)))
+        self.count.assign(0.0)
+
+
+class _LossMeanView(keras.metrics.Metric):
+    """One term of a `_LossMeans`, under its own name; it holds no state (the owner is updated and reset)."""
+
+    def __init__(self, means, index, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        # A function, not the metric itself: as an attribute the owner would count as this metric's sub-metric.
+        self._means = means.means
+        self._index = index
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def result(self):
+        return self._means()[self._index]
+
+    def reset_state(self):
+        pass
+
+
 class _SkippedStepsWarning(keras.callbacks.Callback):
     """Warns at the end of an epoch in which `check_finite="skip"` skipped steps (read from the epoch's logs)."""
 
@@ -233,9 +285,9 @@ class Distiller(keras.Model):
             self._as_given.assign_student_loss_weight(self.alpha, student_loss_weight)
         else:
             self._as_given.assign(self.alpha, 0.5 if alpha is None else alpha)
-        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.total_loss_tracker = _LossMeans(name="total_loss")
+        self.student_loss_tracker = _LossMeanView(self.total_loss_tracker, 1, name="student_loss")
+        self.distillation_loss_tracker = _LossMeanView(self.total_loss_tracker, 2, name="distillation_loss")
         self.non_finite_steps_tracker = (keras.metrics.Sum(name="non_finite_steps")
                                          if self.check_finite == "skip" else None)
         self._student_loss_config = "auto"
@@ -642,16 +694,12 @@ class Distiller(keras.Model):
         safe_labels = labels if mask is None else tf.where(mask > 0, labels, tf.zeros_like(labels))
         checks = whole
         if classes is not None:
-            checks = checks + [
-                tf.debugging.assert_non_negative(
-                    safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
-                    f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
-                    "number of outputs."),
-                tf.debugging.assert_less(
-                    safe_labels, tf.constant(classes, tf.int32),
-                    message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
-                    "The student has too few outputs for these labels, or the labels are not 0-based."),
-            ]
+            # One comparison checks both ends: as uint32 a negative id wraps to above any class count.
+            in_range = tf.reduce_all(tf.less(tf.cast(safe_labels, tf.uint32), tf.constant(classes, tf.uint32)))
+            checks = checks + [tf.debugging.Assert(in_range, [
+                f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index {self.ignore_index} for "
+                f"padding); found a label that is negative or >= {classes}. The student has too few outputs for "
+                "these labels, or the labels are not 0-based."])]
         if checks:
             # The cross-entropy kernel rejects bad labels with its own message; make it wait for ours.
             with tf.control_dependencies(checks):
@@ -664,11 +712,12 @@ class Distiller(keras.Model):
         """This replica's share of the mean over the global batch (sums to the mean across replicas)."""
         values = tf.cast(values, tf.float32)
         if weights is None:
-            weights = tf.ones_like(values)
+            local_sum = tf.reduce_sum(values)
+            count = tf.cast(tf.size(values), tf.float32)
         else:
             weights = tf.broadcast_to(tf.cast(weights, tf.float32), tf.shape(values))
-        local_sum = tf.reduce_sum(values * weights)
-        count = tf.reduce_sum(weights)
+            local_sum = tf.reduce_sum(values * weights)
+            count = tf.reduce_sum(weights)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             count = context.all_reduce("sum", count)
@@ -719,7 +768,7 @@ class Distiller(keras.Model):
                 student_loss = self._global_mean(values, weights)
         else:
             student_loss = tf.constant(0.0)
-        distillation_total = tf.constant(0.0)
+        weighted = []
         for index, (loss, state) in enumerate(zip(self._distillation_losses, self._states)):
             temperature = self._temperature_variables[index]
             t = teacher_outputs[loss.teacher_layer_name or FINAL_OUTPUT]
@@ -735,7 +784,8 @@ class Distiller(keras.Model):
                 term = self._global_mean(values, weights if weights is not None and
                                          len(weights.shape) <= len(values.shape) else None)
             terms[loss.name] = term
-            distillation_total += tf.cast(self._loss_weight_variables[index], tf.float32) * term
+            weighted.append(tf.cast(self._loss_weight_variables[index], tf.float32) * term)
+        distillation_total = weighted[0] if len(weighted) == 1 else tf.add_n(weighted)
         alpha = tf.cast(self.alpha, tf.float32)
         total = alpha * distillation_total + (1.0 - alpha) * student_loss
         regularization = self.student.losses + [l for state in self.loss_states for l in state.losses]
@@ -763,32 +813,32 @@ class Distiller(keras.Model):
         return variables
 
     def _update_trackers(self, terms, num_replicas, finite=None):
-        # Trackers hold the per-replica value scaled back to a mean, as Keras does for its own loss. A skipped
+        # The means hold the per-replica values scaled back to a mean, as Keras does for its own loss. A skipped
         # (non-finite) step counts in non_finite_steps and is left out of the means.
-        weight = None if finite is None else tf.cast(finite, tf.float32)
-        for tracker, key in ((self.total_loss_tracker, "loss"), (self.student_loss_tracker, "student_loss"),
-                             (self.distillation_loss_tracker, "distillation_loss")):
-            value = terms[key] * num_replicas
-            if finite is None:
-                tracker.update_state(value)
-            else:
-                tracker.update_state(tf.where(finite, value, tf.zeros_like(value)), sample_weight=weight)
-        if finite is not None and self.non_finite_steps_tracker is not None:
+        values = tf.stack([terms["loss"], terms["student_loss"], terms["distillation_loss"]]) * num_replicas
+        if finite is None:
+            self.total_loss_tracker.update_state(values)
+            return
+        weight = tf.cast(finite, tf.float32)
+        self.total_loss_tracker.update_state(tf.where(finite, values, tf.zeros_like(values)), sample_weight=weight)
+        if self.non_finite_steps_tracker is not None:
             # `finite` is agreed across replicas, and Keras reads a metric's replicas as one value (not their
             # sum): each replica counts the whole step.
             self.non_finite_steps_tracker.update_state(1.0 - weight)
 
     def _logs(self, x, y, y_pred, sample_weight):
-        logs = {}
+        # Every metric's result, the loss means included (computed once: the logs reuse them).
         if y is not None:
-            logs.update(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-        logs["loss"] = logs["total_loss"] = self.total_loss_tracker.result()
-        logs["student_loss"] = self.student_loss_tracker.result()
-        logs["distillation_loss"] = self.distillation_loss_tracker.result()
-        logs["temperature"] = tf.identity(self.temperature)
-        logs["alpha"] = tf.identity(self.alpha)
-        if self.non_finite_steps_tracker is not None:
-            logs["non_finite_steps"] = self.non_finite_steps_tracker.result()
+            logs = dict(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+        else:
+            logs = dict(self.get_metrics_result())
+        for tracker in (self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker,
+                        self.non_finite_steps_tracker):
+            if tracker is not None and tracker.name not in logs:  # a compute_metrics override may leave them out
+                logs[tracker.name] = tracker.result()
+        logs["loss"] = logs["total_loss"]
+        logs["temperature"] = tf.convert_to_tensor(self.temperature)
+        logs["alpha"] = tf.convert_to_tensor(self.alpha)
         if not LEGACY_KERAS and isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces fit's logs with strategy.reduce("MEAN", v, axis=0) under this strategy, which
             # rejects scalars (keras-team/keras#20585); a length-1 vector reduces to the same scalar.
