@@ -20,34 +20,31 @@ import tempfile
 import numpy as np
 
 from keras_kd.backend import keras, tf
+from keras_kd.teacher import TeacherRunner
 
 __all__ = ["cache_teacher_outputs", "CACHE_METADATA_FILE"]
 
 CACHE_METADATA_FILE = "keras_kd_cache.json"
 
 
-def _teacher_function(teacher):
-    """A callable `x -> dict of float32 outputs`, using a Distiller's taps and teacher dtype if given."""
-    if hasattr(teacher, "_teacher_outputs") and hasattr(teacher, "student"):
-        if getattr(teacher, "augment", None) is not None or getattr(teacher, "mixing", None) is not None:
+def _teacher_runner(teacher):
+    """The `TeacherRunner` for a teacher model, or a Distiller's own (its taps and teacher dtype)."""
+    from keras_kd.distiller import Distiller
+
+    if isinstance(teacher, Distiller):
+        if teacher.augment is not None or teacher.mixing is not None:
             raise ValueError(
                 f"This Distiller has augment={teacher.augment!r} and mixing={teacher.mixing!r}: its teacher must "
                 "label each step's new view, so its outputs cannot be cached once. Train the Distiller on the raw "
                 "data instead, or cache with a Distiller built without augment=/mixing=."
             )
-        teacher._ensure_losses()
-        teacher._check_teacher_built()
-        return teacher._teacher_outputs, teacher.teacher.name
-    if not isinstance(teacher, keras.Model):
+        runner = teacher.teacher_runner
+    elif isinstance(teacher, keras.Model):
+        runner = TeacherRunner(teacher)
+    else:
         raise TypeError(f"teacher must be a keras.Model or a keras_kd.Distiller, got {type(teacher).__name__}.")
-    from keras_kd.distiller import _require_built_teacher
-
-    _require_built_teacher(teacher)
-
-    def run(x):
-        return {"final_output": tf.cast(teacher(x, training=False), tf.float32)}
-
-    return run, teacher.name
+    runner.check_built()
+    return runner
 
 
 def _input_dataset(x, y, batch_size):
@@ -82,6 +79,19 @@ def _labelled(dataset, run):
         return x, target
 
     return dataset.map(label)
+
+
+def _in_memory(stacked, batch_size, shuffle, seed, num_samples):
+    """Batches of `stacked` (whole-dataset tensors): each epoch shuffles the example indices, and one gather per
+    batch takes the examples, instead of shuffling and batching the examples one by one."""
+    indices = tf.data.Dataset.range(num_samples)
+    if shuffle:
+        indices = indices.shuffle(num_samples, seed=seed, reshuffle_each_iteration=True)
+
+    def take(batch):
+        return tf.nest.map_structure(lambda t: tf.gather(t, batch), stacked)
+
+    return indices.batch(batch_size).map(take).prefetch(tf.data.AUTOTUNE)
 
 
 def _finish(dataset, batch_size, shuffle, seed, num_samples):
@@ -126,7 +136,8 @@ def cache_teacher_outputs(teacher, x, y=None, batch_size=32, path=None, shuffle=
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    run, teacher_name = _teacher_function(teacher)
+    run = _teacher_runner(teacher)
+    teacher_name = run.teacher.name
     if path is None:
         source = _input_dataset(x, y, batch_size)
         examples = []
@@ -136,7 +147,7 @@ def cache_teacher_outputs(teacher, x, y=None, batch_size=32, path=None, shuffle=
             raise ValueError("The input dataset is empty: there is nothing for the teacher to label.")
         stacked = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *examples)
         num_samples = int(tf.nest.flatten(stacked[0])[0].shape[0])
-        return _finish(tf.data.Dataset.from_tensor_slices(stacked), batch_size, shuffle, seed, num_samples)
+        return _in_memory(stacked, batch_size, shuffle, seed, num_samples)
 
     path = os.fspath(path)
     metadata_path = os.path.join(path, CACHE_METADATA_FILE)

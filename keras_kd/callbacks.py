@@ -11,10 +11,10 @@ real file's accuracy, so checkpoints can keep the epoch whose INT8 file is best.
 """
 
 import inspect
-import math
 import os
 import tempfile
 
+from keras_kd import _validate
 from keras_kd import schedules as kd_schedules
 from keras_kd.backend import keras
 from keras_kd.export._convert import (
@@ -25,7 +25,6 @@ from keras_kd.export._convert import (
     to_tflite,
 )
 from keras_kd.export._evaluate import split_validation_data, validate
-from keras_kd.losses._base import is_number
 
 __all__ = ["VariableScheduler", "TemperatureScheduler", "AlphaScheduler", "LossWeightScheduler",
            "TFLiteEvalCallback"]
@@ -59,6 +58,8 @@ class VariableScheduler(keras.callbacks.Callback):
         variable_getter: `model -> Variable`.
         log_name: key under which the value is written into the logs.
         validate: `value -> error text or None`.
+
+    Subclasses that move several Variables together override `_assign`.
     """
 
     def __init__(self, schedule, update="epoch", verbose=0, variable_getter=None, log_name=None, validate=None):
@@ -92,9 +93,12 @@ class VariableScheduler(keras.callbacks.Callback):
             raise ValueError(f"{type(self).__name__}: the schedule returned {value!r} at {where}; {problem} "
                              "Fix the schedule (its start/end values or its formula).")
         if value != current:
-            variable.assign(value)
+            self._assign(variable, value, current)
             if self.verbose:
                 print(f"\n{type(self).__name__}: {self.log_name} set to {value:g} at {where}.")
+
+    def _assign(self, variable, value, current):
+        variable.assign(value)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -111,24 +115,6 @@ class VariableScheduler(keras.callbacks.Callback):
             logs[self.log_name] = float(self._variable().numpy())
 
 
-def _temperature_problem(value):
-    if not math.isfinite(value) or value <= 0:
-        return "the temperature must be a finite number > 0."
-    return None
-
-
-def _alpha_problem(value):
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        return "alpha must be in [0, 1]."
-    return None
-
-
-def _weight_problem(value):
-    if not math.isfinite(value) or value < 0:
-        return "a loss weight must be a finite number >= 0."
-    return None
-
-
 class TemperatureScheduler(VariableScheduler):
     """Schedules `distiller.temperature` (a curriculum on the softness of the teacher's targets).
 
@@ -140,6 +126,11 @@ class TemperatureScheduler(VariableScheduler):
 
     A value that is not finite or <= 0 stops training with an error naming
     the epoch and the value.
+
+    On a Distiller whose losses each have a temperature Variable
+    (`distiller.temperature_variables`), the schedule sets the first one
+    (`distiller.temperature`) and scales the others by the same factor, so
+    losses configured at different temperatures keep their ratio.
 
     Example:
 
@@ -154,7 +145,15 @@ class TemperatureScheduler(VariableScheduler):
 
     def __init__(self, schedule, update="epoch", verbose=0):
         super().__init__(schedule, update, verbose, variable_getter=lambda model: model.temperature,
-                         log_name="temperature", validate=_temperature_problem)
+                         log_name="temperature",
+                         validate=lambda v: _validate.scheduled_value_problem("temperature", v, "the temperature"))
+
+    def _assign(self, variable, value, current):
+        # Models other than a Distiller may have one temperature Variable only.
+        for other in getattr(self.model, "temperature_variables", ()):
+            if other is not variable:
+                other.assign(float(other.numpy()) * (value / current))
+        variable.assign(value)
 
 
 class AlphaScheduler(VariableScheduler):
@@ -172,7 +171,7 @@ class AlphaScheduler(VariableScheduler):
 
     def __init__(self, schedule, update="epoch", verbose=0):
         super().__init__(schedule, update, verbose, variable_getter=lambda model: model.alpha,
-                         log_name="alpha", validate=_alpha_problem)
+                         log_name="alpha", validate=lambda v: _validate.scheduled_value_problem("alpha", v, "alpha"))
 
 
 class LossWeightScheduler(VariableScheduler):
@@ -197,11 +196,11 @@ class LossWeightScheduler(VariableScheduler):
     def __init__(self, loss, schedule, update="epoch", verbose=0):
         self.loss = loss
         super().__init__(schedule, update, verbose, variable_getter=self._weight_variable, log_name=None,
-                         validate=_weight_problem)
+                         validate=lambda v: _validate.scheduled_value_problem("loss weight", v, "a loss weight"))
 
     def _index(self, model):
         names = model.distillation_loss_names
-        if is_number(self.loss, integer=True):
+        if _validate.is_number(self.loss, integer=True):
             if not 0 <= self.loss < len(names):
                 raise ValueError(f"LossWeightScheduler: loss index {self.loss} is out of range; the "
                                  f"Distiller has {len(names)} losses: {names}.")

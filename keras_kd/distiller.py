@@ -1,47 +1,26 @@
-"""The Distiller: a `keras.Model` that trains a student from a frozen teacher."""
+"""The Distiller: a `keras.Model` that trains a student from a frozen teacher.
 
-import math
+What it is built from, one concept per module: the teacher runs in
+`keras_kd.teacher` (layer taps, `teacher_dtype`, the built check; the cache
+runs it too), the hyperparameters are checked by `keras_kd._validate`, and
+what `keras.distillation` code reads back is kept by `keras_kd._compat`.
+"""
+
 import warnings
 
 import numpy as np
 
+from keras_kd import _validate
 from keras_kd import augment as kd_augment
 from keras_kd import losses as kd_losses
+from keras_kd._compat import AsGiven, resolve_losses
 from keras_kd.backend import LEGACY_KERAS, apply_gradients, keras, scale_loss, tf
-from keras_kd.losses._base import describe, is_number
+from keras_kd.losses._base import describe
+from keras_kd.teacher import FINAL_OUTPUT, TeacherRunner, layer_taps
 
 __all__ = ["Distiller"]
 
-FINAL_OUTPUT = "final_output"
 _CACHE_KEYS = ("teacher_outputs", "labels")
-_REDUCED_DTYPES = ("bfloat16", "float16")
-
-
-_WEIGHT_FORMULAS = {
-    "alpha": "It weights the distillation term: loss = alpha * distillation_loss + (1 - alpha) * student_loss.",
-    "student_loss_weight": "It weights the student term: loss = student_loss_weight * student_loss + "
-                           "(1 - student_loss_weight) * distillation_loss.",
-    "alpha (keras.io spelling)": "With student_loss_fn/distillation_loss_fn (the keras.io example) it weights the "
-                                 "student term: loss = alpha * student_loss + (1 - alpha) * distillation_loss.",
-}
-
-
-def _validate_alpha(alpha, what="alpha"):
-    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"{what.split()[0]} must be a number in [0, 1], got {describe(alpha)}. "
-                         f"{_WEIGHT_FORMULAS[what]}")
-    return float(alpha)
-
-
-def _validate_temperature(temperature):
-    if not is_number(temperature) or not math.isfinite(float(temperature)) or float(temperature) <= 0.0:
-        raise ValueError(
-            f"temperature must be a finite number > 0, got {describe(temperature)}. Typical values are 1 to 10 "
-            "(higher gives softer teacher targets)."
-        )
-    return float(temperature)
-
-
 _CHECK_FINITE = {True: "raise", "raise": "raise", "skip": "skip", False: False}
 
 
@@ -53,16 +32,6 @@ def _validate_check_finite(check_finite):
             f"check_finite must be 'raise' (or True), 'skip' or False, got {describe(check_finite)}. 'raise' stops "
             "at a step whose loss or gradients are NaN/inf, 'skip' skips such steps, False does not check."
         ) from None
-
-
-def _validate_loss_weights(weights):
-    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
-        raise ValueError(f"distillation_loss_weights must be a list with one number per loss, got {describe(weights)}.")
-    weights = list(weights)
-    for weight in weights:
-        if not is_number(weight) or not math.isfinite(float(weight)) or weight < 0:
-            raise ValueError(f"distillation_loss_weights must be finite numbers >= 0, got {weights!r}.")
-    return [float(w) for w in weights]
 
 
 class _NotAModelError(TypeError, ValueError):
@@ -87,31 +56,6 @@ def sparse_labels_are_whole(y):
                 "after rounding them as you mean to), or one-hot / soft labels of shape (batch, classes).")]
 
 
-def _is_built(model):
-    return bool(model.built) and len(model.weights) > 0
-
-
-def _require_built_teacher(teacher):
-    """Raises when `teacher` has no weights yet: its first call would teach from random weights."""
-    if not _is_built(teacher):
-        raise ValueError(
-            f"The teacher {teacher.name!r} is not built (it has no weights yet), so it has nothing to "
-            "teach: its first call would create random weights. Train or load the teacher first, or call "
-            "teacher.build(input_shape) and load its weights."
-        )
-
-
-def _single_output_shape(model):
-    """The static shape of a model's only output, or None when unknown or several."""
-    outputs = getattr(model, "outputs", None)
-    try:
-        if outputs and len(outputs) == 1:
-            return tuple(outputs[0].shape)
-    except (AttributeError, ValueError):
-        pass
-    return None
-
-
 def _output_activation_is_softmax(model):
     """True when the model's last layer (looking inside a nested last model) outputs softmax probabilities."""
     layers = getattr(model, "layers", None)
@@ -122,21 +66,6 @@ def _output_activation_is_softmax(model):
         return _output_activation_is_softmax(last)
     activation = getattr(last, "activation", None)
     return getattr(activation, "__name__", "") == "softmax" or type(last).__name__ == "Softmax"
-
-
-def _is_keras_loss_object(loss):
-    """True for a loss object from Keras' own modules (a `keras.distillation` loss), not a keras_kd one."""
-    return not isinstance(loss, (str, dict, kd_losses.DistillationLoss)) and type(loss).__module__.startswith("keras")
-
-
-def _adapt_keras_distillation_loss(loss):
-    """Accepts `keras.distillation` loss objects (Keras >= 3.12) with the same meaning."""
-    module = type(loss).__module__
-    if not module.startswith("keras"):
-        return None
-    from keras_kd.losses._compat import from_keras_distillation_loss
-
-    return from_keras_distillation_loss(loss)
 
 
 def _optimizer_built(optimizer):
@@ -152,6 +81,58 @@ def _is_loss_scale_optimizer(optimizer):
 def _broadcast_share(share, like):
     """A per-example `share` of shape (batch,) reshaped to broadcast against `like` (batch, ...)."""
     return tf.reshape(share, [-1] + [1] * (len(like.shape) - 1))
+
+
+class _LossMeans(keras.metrics.Metric):
+    """The running means of a step's loss terms (total, student, distillation), kept in one pair of variables.
+
+    One update per step instead of one per term; `_LossMeanView` gives each
+    term its own metric name, so the logs and `evaluate()` list them as before.
+    Its `result()` is the first term's mean (the total loss).
+    """
+
+    def __init__(self, name="total_loss", terms=3, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sums = self.add_weight(name="sums", shape=(terms,), initializer="zeros")
+        self.count = self.add_weight(name="count", shape=(), initializer="zeros")
+
+    def update_state(self, values, sample_weight=None):
+        """Adds one step's `values` (one per term); `sample_weight` 0 leaves a skipped step out of the means."""
+        if sample_weight is None:
+            self.sums.assign_add(values)
+            self.count.assign_add(1.0)
+        else:
+            self.sums.assign_add(values * sample_weight)
+            self.count.assign_add(sample_weight)
+
+    def means(self):
+        return tf.math.divide_no_nan(tf.convert_to_tensor(self.sums), tf.convert_to_tensor(self.count))
+
+    def result(self):
+        return self.means()[0]
+
+    def reset_state(self):
+        self.sums.assign(tf.zeros_like(tf.convert_to_tensor(self.sums)))
+        self.count.assign(0.0)
+
+
+class _LossMeanView(keras.metrics.Metric):
+    """One term of a `_LossMeans`, under its own name; it holds no state (the owner is updated and reset)."""
+
+    def __init__(self, means, index, name, **kwargs):
+        super().__init__(name=name, **kwargs)
+        # A function, not the metric itself: as an attribute the owner would count as this metric's sub-metric.
+        self._means = means.means
+        self._index = index
+
+    def update_state(self, *args, **kwargs):
+        pass
+
+    def result(self):
+        return self._means()[self._index]
+
+    def reset_state(self):
+        pass
 
 
 class _SkippedStepsWarning(keras.callbacks.Callback):
@@ -187,12 +168,21 @@ class Distiller(keras.Model):
     under a mixed-precision policy, and reduced over the global batch under
     `tf.distribute` (over real tokens only when labels are `ignore_index`).
 
-    `distiller.temperature`, `distiller.alpha` and the per-loss weights are
+    `distiller.alpha`, the per-loss weights and the temperatures are
     non-trainable Variables: callbacks such as
     `keras_kd.callbacks.TemperatureScheduler` assign them during `fit` without
     retracing, and checkpoints keep them.
 
-    The teacher is frozen (`teacher.trainable = False`) and called with
+    Each temperature-using loss has one temperature Variable, created by the
+    Distiller (`distiller.temperature_variables`); `distiller.temperature` is
+    the first one's. A `temperature=` given to the constructor or `compile()`
+    sets every one of them. Otherwise each starts at its loss's own
+    temperature, so losses configured at different temperatures (as
+    `keras.distillation` allows) keep their own, and a `TemperatureScheduler`
+    scales them all by the same factor.
+
+    The teacher is frozen (`teacher.trainable = False`) and run by a
+    `keras_kd.teacher.TeacherRunner` (`distiller.teacher_runner`) with
     `training=False`. Intermediate layers that feature losses read come from
     one forward pass of each model. Trainable state that a loss needs (a
     FitNets adapter) is owned by the Distiller, trained with the student and
@@ -207,12 +197,6 @@ class Distiller(keras.Model):
     logs add `temperature` and `alpha` to `loss` / `total_loss`; training with
     an unbuilt teacher is an error (its first call would create random
     weights); a saved Distiller loads compiled.
-
-    Losses configured at different temperatures (as `keras.distillation`
-    allows) each keep their own: `distiller.temperature` is the first one's and
-    the others keep their ratio to it, so a `TemperatureScheduler` scales them
-    all. A `temperature=` given to the constructor or `compile()` applies to
-    every loss.
 
     Args:
         teacher: a built `keras.Model` giving logits (frozen by the Distiller).
@@ -278,15 +262,13 @@ class Distiller(keras.Model):
                 f"{student_loss_weight!r} (the keras.distillation spelling of 1 - alpha), not both."
             )
         if student_loss_weight is not None:
-            alpha = 1.0 - _validate_alpha(student_loss_weight, "student_loss_weight")
-        self._alpha_from_student_loss_weight = student_loss_weight is not None
+            student_loss_weight = _validate.alpha(student_loss_weight, "student_loss_weight")
+        elif alpha is not None:
+            alpha = _validate.alpha(alpha)
+        if temperature is not None:
+            temperature = _validate.temperature(temperature)
         self._weights_given = student_loss_weight is not None or alpha is not None
-        # Python values as given, returned by the properties while the Variables still hold them (the
-        # Variables are float32: 1 - float32(0.3) is not 0.7, and keras.distillation code compares them).
-        self._given_values = {}
-        self._given_student_loss_weight = None if student_loss_weight is None else float(student_loss_weight)
-        if teacher_dtype is not None and teacher_dtype not in _REDUCED_DTYPES:
-            raise ValueError(f"teacher_dtype must be None, 'bfloat16' or 'float16', got {teacher_dtype!r}.")
+        self._as_given = AsGiven()
         self.teacher = teacher
         self.student = student
         self.teacher.trainable = False
@@ -298,27 +280,32 @@ class Distiller(keras.Model):
         # Mixing draws stateless randomness from (this seed, step, replica); one Python draw makes it follow
         # keras.utils.set_random_seed.
         self._mixing_seed = int(np.random.randint(0, 2**31 - 1))
-        self._explicit_temperature = temperature is not None
-        self.alpha = self.add_weight(
-            name="alpha", shape=(), dtype="float32", trainable=False,
-            initializer=keras.initializers.Constant(_validate_alpha(0.5 if alpha is None else alpha)),
-        )
+        # True once a temperature= argument (here or in compile) has set every loss's temperature: losses set
+        # later start at it too, and get_config writes it. The values themselves live in the Variables.
+        self._temperature_given = temperature is not None
+        self.alpha = self.add_weight(name="alpha", shape=(), dtype="float32", trainable=False,
+                                     initializer=keras.initializers.Constant(0.5))
         self.temperature = self.add_weight(
             name="temperature", shape=(), dtype="float32", trainable=False,
-            initializer=keras.initializers.Constant(_validate_temperature(3.0 if temperature is None else temperature)),
+            initializer=keras.initializers.Constant(3.0 if temperature is None else temperature),
         )
-        self._remember(self.alpha, _validate_alpha(0.5 if alpha is None else alpha))
-        self.total_loss_tracker = keras.metrics.Mean(name="total_loss")
-        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        if student_loss_weight is not None:
+            self._as_given.assign_student_loss_weight(self.alpha, student_loss_weight)
+        else:
+            self._as_given.assign(self.alpha, 0.5 if alpha is None else alpha)
+        self.total_loss_tracker = _LossMeans(name="total_loss")
+        self.student_loss_tracker = _LossMeanView(self.total_loss_tracker, 1, name="student_loss")
+        self.distillation_loss_tracker = _LossMeanView(self.total_loss_tracker, 2, name="distillation_loss")
         self.non_finite_steps_tracker = (keras.metrics.Sum(name="non_finite_steps")
                                          if self.check_finite == "skip" else None)
-        self._reduced_teacher = None
         self._student_loss_config = "auto"
         self._student_loss_fn = None
         self._distillation_losses = None
-        self._given_losses = None
-        self._temperature_ratios = None
+        self._losses_as_given = None
+        # Runs the teacher (final output only until the losses name layers to tap; see _build_taps).
+        self.teacher_runner = TeacherRunner(teacher, (), teacher_dtype)
+        self._uses_input_gradients = False
+        self._input_gradient_tape = None
         if distillation_losses is not None:
             self._set_distillation_losses(distillation_losses, distillation_loss_weights)
         elif distillation_loss_weights is not None:
@@ -354,11 +341,6 @@ class Distiller(keras.Model):
                 "keras.models.clone_model(teacher) for self-distillation."
             )
 
-    def _check_teacher_built(self):
-        # Checked when the teacher is about to teach, not in the constructor: keras.distillation accepts an
-        # unbuilt teacher there (and from_config rebuilds one before load_model restores its weights).
-        _require_built_teacher(self.teacher)
-
     def _ensure_losses(self):
         if self._distillation_losses is None:
             self._set_distillation_losses([kd_losses.SoftTargetKLDivergence()], None)
@@ -374,44 +356,48 @@ class Distiller(keras.Model):
             distillation_losses = [distillation_losses]
         if len(distillation_losses) == 0:
             raise ValueError("distillation_losses is empty; pass at least one loss or None for the default.")
-        resolved = []
-        for loss in distillation_losses:
-            adapted = _adapt_keras_distillation_loss(loss) if not isinstance(loss, kd_losses.DistillationLoss) else None
-            resolved.append(adapted if adapted is not None else kd_losses.get(loss))
-        if weights is None:
-            weights = [1.0] * len(resolved)
-        weights = _validate_loss_weights(weights)
-        if len(weights) != len(resolved):
-            raise ValueError(
-                f"distillation_loss_weights has {len(weights)} values but there are {len(resolved)} "
-                "distillation losses; give one weight per loss."
-            )
+        resolved, as_given = resolve_losses(distillation_losses)
+        weights = _validate.loss_weights([1.0] * len(resolved) if weights is None else weights, count=len(resolved))
         self._distillation_losses = resolved
-        # keras.distillation objects are kept as the user gave them (code written for Keras inspects and
-        # serializes them); training uses their keras_kd equivalents in self._distillation_losses.
-        self._given_losses = [given if _is_keras_loss_object(given) else loss
-                              for given, loss in zip(distillation_losses, resolved)]
-        self._initial_loss_weights = [float(w) for w in weights]
+        self._losses_as_given = as_given
         self._loss_weight_variables = [
             self.add_weight(name=f"distillation_loss_weight_{i}", shape=(), dtype="float32", trainable=False,
                             initializer=keras.initializers.Constant(w))
-            for i, w in enumerate(self._initial_loss_weights)
+            for i, w in enumerate(weights)
         ]
-        for variable, weight in zip(self._loss_weight_variables, self._initial_loss_weights):
-            self._remember(variable, weight)
-        configured = [l.temperature for l in resolved if l.uses_temperature and hasattr(l, "temperature")]
-        if configured and not self._explicit_temperature:
-            self.temperature.assign(configured[0])
-        self._update_temperature_ratios()
+        for variable, weight in zip(self._loss_weight_variables, weights):
+            self._as_given.assign(variable, weight)
+        self._temperature_variables = self._make_temperature_variables(resolved)
         self._build_taps()
         self._warn_if_teacher_gives_probabilities()
+
+    def _make_temperature_variables(self, losses):
+        """One temperature Variable per temperature-using loss (None for the others); the first is `temperature`.
+
+        Each starts at the loss's own temperature, or at the Distiller's when a
+        temperature= argument set it for every loss.
+        """
+        common = float(self.temperature.numpy())
+        variables = []
+        for index, loss in enumerate(losses):
+            if not loss.uses_temperature:
+                variables.append(None)
+                continue
+            initial = common if self._temperature_given or loss.temperature is None else float(loss.temperature)
+            if not any(v is not None for v in variables):
+                self.temperature.assign(initial)
+                variables.append(self.temperature)
+            else:
+                variables.append(self.add_weight(name=f"temperature_{index}", shape=(), dtype="float32",
+                                                 trainable=False, initializer=keras.initializers.Constant(initial)))
+        return variables
 
     def _warn_if_teacher_gives_probabilities(self):
         """Warns when a softmax teacher feeds a loss that expects logits (softmax(p / T) is nearly uniform)."""
         if not _output_activation_is_softmax(self.teacher):
             return
         on_logits = [loss.name for loss in self._distillation_losses
-                     if loss.teacher_layer_name is None and not getattr(loss, "from_probabilities", False)]
+                     if loss.teacher_layer_name is None and not loss.from_probabilities]
         if on_logits:
             warnings.warn(
                 f"The teacher {self.teacher.name!r} ends in a softmax, so it gives probabilities, but the "
@@ -422,32 +408,17 @@ class Distiller(keras.Model):
                 "works from log(p) (softmax(log(p) / T) is the teacher's softened distribution).", stacklevel=4,
             )
 
-    def _update_temperature_ratios(self):
-        """Each temperature-using loss's temperature as a multiple of `self.temperature`.
-
-        All 1.0 when the losses agree or a temperature was given explicitly. When
-        they were configured at different temperatures (as `keras.distillation`
-        allows), each keeps its own: the Distiller's temperature is the first
-        one's and the others keep their ratio to it, so a schedule scales them all.
-        """
-        configured = [float(l.temperature) if l.uses_temperature and hasattr(l, "temperature") else None
-                      for l in self._distillation_losses]
-        known = [t for t in configured if t is not None]
-        if self._explicit_temperature or len(set(known)) <= 1:
-            self._temperature_ratios = [1.0] * len(configured)
-        else:
-            self._temperature_ratios = [1.0 if t is None else t / known[0] for t in configured]
-
     def _build_taps(self):
-        """Builds one multi-output view of each model so every layer a loss reads comes from one pass."""
+        """The teacher's runner and the student's view: every layer a loss reads comes from one pass of each."""
         teacher_names, student_names = [], []
         for loss in self._distillation_losses:
             if loss.teacher_layer_name and loss.teacher_layer_name not in teacher_names:
                 teacher_names.append(loss.teacher_layer_name)
             if loss.student_layer_name and loss.student_layer_name not in student_names:
                 student_names.append(loss.student_layer_name)
-        self._teacher_feature_extractor, teacher_shapes = self._make_tap(self.teacher, teacher_names, "teacher")
-        self._student_feature_extractor, student_shapes = self._make_tap(self.student, student_names, "student")
+        self.teacher_runner = TeacherRunner(self.teacher, teacher_names, self.teacher_dtype)
+        self._student_feature_extractor, student_shapes = layer_taps(self.student, student_names, "student")
+        teacher_shapes = self.teacher_runner.output_shapes
         states = []
         for loss in self._distillation_losses:
             t_shape = teacher_shapes.get(loss.teacher_layer_name or FINAL_OUTPUT)
@@ -457,83 +428,25 @@ class Distiller(keras.Model):
         # Layers owned by the Distiller: trained with the student, never part of it.
         self.loss_states = [s for s in states if s is not None]
         self._states = states
+        self._uses_input_gradients = any(loss.uses_input_gradients for loss in self._distillation_losses)
 
-    @staticmethod
-    def _make_tap(model, layer_names, role):
-        """A multi-output view of `model` and the static shape of each output it gives."""
-        if not layer_names:
-            return None, {FINAL_OUTPUT: _single_output_shape(model)}
-        if not getattr(model, "inputs", None) or not getattr(model, "outputs", None):
-            raise ValueError(
-                f"Distillation losses read layers {layer_names} of the {role} {model.name!r}, but it is a "
-                "subclassed model with no symbolic inputs/outputs. Build it as a Functional or Sequential "
-                "model, or use losses on the final outputs only."
-            )
-        outputs = {FINAL_OUTPUT: model.outputs[0] if len(model.outputs) == 1 else model.outputs}
-        for layer_name in layer_names:
-            try:
-                layer = model.get_layer(name=layer_name)
-            except ValueError:
-                known = [layer.name for layer in model.layers]
-                raise ValueError(
-                    f"The {role} {model.name!r} has no layer named {layer_name!r}. Its layers are: {known}."
-                ) from None
-            outputs[layer_name] = layer.output
-        shapes = {name: tuple(t.shape) if hasattr(t, "shape") else None for name, t in outputs.items()}
-        return keras.Model(model.inputs, outputs, name=f"{model.name}_{role}_taps"), shapes
+    @property
+    def _teacher_feature_extractor(self):
+        # keras.distillation's name for the teacher's multi-output view (its tests read it; saving finds the
+        # view under it, as before the runner held it).
+        return self.teacher_runner.taps
 
-    def _reduced_precision_teacher(self):
-        """A copy of the teacher whose layers compute (and keep weights) in `teacher_dtype`."""
-        if self._reduced_teacher is None:
-            source = self._teacher_feature_extractor or self.teacher
-            if not getattr(source, "inputs", None):
-                raise ValueError(
-                    f"teacher_dtype={self.teacher_dtype!r} needs a Functional or Sequential teacher to clone "
-                    f"in {self.teacher_dtype}; {self.teacher.name!r} is subclassed. Set its dtype policy "
-                    "yourself or use teacher_dtype=None."
-                )
-            dtype = self.teacher_dtype
-
-            def clone_layer(layer):
-                config = layer.get_config()
-                config["dtype"] = dtype
-                return layer.__class__.from_config(config)
-
-            # fit() and evaluate() make the copy before tracing (make_train_function); a first call inside a
-            # tf.function (the cache's) needs eager mode for cloning and get_weights(), so lift it out of the graph.
-            with tf.init_scope():
-                with keras.utils.custom_object_scope({}):
-                    clone = keras.models.clone_model(source, clone_function=clone_layer)
-                clone.set_weights([w.astype(dtype) if hasattr(w, "astype") else w for w in source.get_weights()])
-                clone.trainable = False
-            self._reduced_teacher = clone
-        return self._reduced_teacher
-
-    def _prepare_reduced_teacher(self):
-        """Makes the reduced-precision teacher in cross-replica context, before a step is traced.
-
-        Made lazily while one replica traces the step (MirroredStrategy), its `set_weights` would reach that
-        replica's copy of the variables only: the others would teach from random weights.
-        """
-        if self.teacher_dtype is None or self._reduced_teacher is not None or not _is_built(self.teacher):
-            return
-        self._ensure_losses()
-        strategy = getattr(self, "distribute_strategy", None) or tf.distribute.get_strategy()
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # Its variables would be broadcast from worker 0 by a collective that rejects bfloat16 on CPU.
-            # Outside the scope each worker keeps one local copy (one replica per worker), set from its own
-            # (identical) teacher here, in cross-replica context.
-            self._reduced_precision_teacher()
-            return
-        with strategy.scope():
-            self._reduced_precision_teacher()
+    def _prepare_teacher(self):
+        """Makes the reduced-precision teacher in cross-replica context, before a step is traced."""
+        if self.teacher_dtype is not None:
+            self.teacher_runner.prepare(getattr(self, "distribute_strategy", None))
 
     def make_train_function(self, *args, **kwargs):
-        self._prepare_reduced_teacher()
+        self._prepare_teacher()
         return super().make_train_function(*args, **kwargs)
 
     def make_test_function(self, *args, **kwargs):
-        self._prepare_reduced_teacher()
+        self._prepare_teacher()
         return super().make_test_function(*args, **kwargs)
 
     # --------------------------------------------------------------- compile
@@ -606,18 +519,16 @@ class Distiller(keras.Model):
                 )
             student_loss = student_loss_fn
             if alpha is not None or not self._weights_given:
-                student_loss_weight = _validate_alpha(0.1 if alpha is None else alpha, "alpha (keras.io spelling)")
-                self._remember(self.alpha, 1.0 - student_loss_weight)
-                self._alpha_from_student_loss_weight = True
-                self._given_student_loss_weight = student_loss_weight
+                self._as_given.assign_student_loss_weight(
+                    self.alpha, _validate.alpha(0.1 if alpha is None else alpha, "alpha (keras.io spelling)"))
                 alpha = None
-            if temperature is None and not self._explicit_temperature:
+            if temperature is None and not self._temperature_given:
                 temperature = 3.0  # the example's default
             if distillation_loss_fn is not None:
                 from keras_kd.losses._compat import from_keras_io_distillation_loss_fn
 
                 distillation_loss = from_keras_io_distillation_loss_fn(
-                    distillation_loss_fn, _validate_temperature(temperature or float(self.temperature.numpy())))
+                    distillation_loss_fn, _validate.temperature(temperature or float(self.temperature.numpy())))
         if loss is not None and student_loss is not None:
             raise ValueError("Pass the student's loss as student_loss=... or as loss=... (keras spelling), not both.")
         if kwargs.get("loss_weights") is not None:
@@ -626,29 +537,28 @@ class Distiller(keras.Model):
         if metrics is not None and not isinstance(metrics, (list, tuple, dict)):
             metrics = [metrics]
         if alpha is not None:
-            if self._alpha_from_student_loss_weight:
+            if self._as_given.student_loss_weight is not None:
                 raise ValueError(
                     "This Distiller was built with student_loss_weight (= 1 - alpha); pass alpha to compile() "
                     "only when the constructor did not get student_loss_weight."
                 )
-            self._remember(self.alpha, _validate_alpha(alpha))
+            self._as_given.assign(self.alpha, _validate.alpha(alpha))
+        if temperature is not None:
+            temperature = _validate.temperature(temperature)
         if distillation_loss is not None:
             self._set_distillation_losses(distillation_loss, distillation_loss_weights)
         else:
             self._ensure_losses()
             if distillation_loss_weights is not None:
-                distillation_loss_weights = _validate_loss_weights(distillation_loss_weights)
-                if len(distillation_loss_weights) != len(self._loss_weight_variables):
-                    raise ValueError(
-                        f"distillation_loss_weights has {len(distillation_loss_weights)} values but there are "
-                        f"{len(self._loss_weight_variables)} distillation losses; give one weight per loss."
-                    )
-                for variable, weight in zip(self._loss_weight_variables, distillation_loss_weights):
-                    self._remember(variable, float(weight))
+                weights = _validate.loss_weights(distillation_loss_weights, count=len(self._loss_weight_variables))
+                for variable, weight in zip(self._loss_weight_variables, weights):
+                    self._as_given.assign(variable, weight)
         if temperature is not None:
-            self._explicit_temperature = True
-            self.temperature.assign(_validate_temperature(temperature))
-            self._update_temperature_ratios()
+            # A temperature given here applies to every loss.
+            self._temperature_given = True
+            self.temperature.assign(temperature)
+            for variable in self.temperature_variables:
+                variable.assign(temperature)
         self._student_loss_config = student_loss if student_loss is not None else (loss if loss is not None else "auto")
         self._student_loss_fn = self._resolve_student_loss(self._student_loss_config)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
@@ -664,22 +574,11 @@ class Distiller(keras.Model):
         return loss
 
     # ------------------------------------------------------------ properties
-    def _remember(self, variable, value):
-        """Assigns `value` to `variable` and remembers the Python value for the properties."""
-        variable.assign(value)
-        self._given_values[id(variable)] = (value, variable.numpy().item())
-
-    def _python_value(self, variable):
-        """The variable's value: the Python number last given while it still holds it, else its float."""
-        current = variable.numpy().item()
-        given = self._given_values.get(id(variable))
-        return given[0] if given is not None and given[1] == current else current
-
     @property
     def distillation_losses(self):
         """The distillation losses as given: keras_kd losses, or `keras.distillation` objects kept as they were."""
         self._ensure_losses()
-        return list(self._given_losses)
+        return list(self._losses_as_given)
 
     @property
     def distillation_loss_names(self):
@@ -691,7 +590,7 @@ class Distiller(keras.Model):
     def distillation_loss_weights(self):
         """The current weight of each distillation loss, as Python floats."""
         self._ensure_losses()
-        return [self._python_value(v) for v in self._loss_weight_variables]
+        return [self._as_given.read(v) for v in self._loss_weight_variables]
 
     @property
     def distillation_loss_weight_variables(self):
@@ -700,12 +599,19 @@ class Distiller(keras.Model):
         return list(self._loss_weight_variables)
 
     @property
+    def temperature_variables(self):
+        """The temperature Variable of each temperature-using loss, in loss order (the first is `temperature`).
+
+        `keras_kd.callbacks.TemperatureScheduler` scales them all by the same
+        factor; assigning `distiller.temperature` alone changes the first loss's.
+        """
+        self._ensure_losses()
+        return [v for v in self._temperature_variables if v is not None]
+
+    @property
     def student_loss_weight(self):
         """`1 - alpha`, the `keras.distillation` view of the weights."""
-        alpha = self._python_value(self.alpha)
-        if self._given_student_loss_weight is not None and alpha == self._given_values[id(self.alpha)][0]:
-            return self._given_student_loss_weight
-        return 1.0 - alpha
+        return self._as_given.read_student_loss_weight(self.alpha)
 
     @property
     def metrics(self):
@@ -722,22 +628,8 @@ class Distiller(keras.Model):
         """Returns the student's outputs (the teacher is not run)."""
         return self.student(inputs, training=training)
 
-    def _teacher_outputs(self, x):
-        self._check_teacher_built()
-        if self.teacher_dtype is not None:
-            model = self._reduced_precision_teacher()
-            outputs = model(tf.nest.map_structure(lambda t: tf.cast(t, self.teacher_dtype)
-                                                  if t.dtype.is_floating else t, x), training=False)
-        elif self._teacher_feature_extractor is not None:
-            outputs = self._teacher_feature_extractor(x, training=False)
-        else:
-            outputs = self.teacher(x, training=False)
-        if not isinstance(outputs, dict):
-            outputs = {FINAL_OUTPUT: outputs}
-        return tf.nest.map_structure(lambda t: tf.stop_gradient(tf.cast(t, tf.float32)), outputs)
-
     def _student_outputs(self, x, training):
-        if any(getattr(loss, "uses_input_gradients", False) for loss in self._distillation_losses or ()):
+        if self._uses_input_gradients:
             # Input-gradient losses differentiate the student's outputs w.r.t. x inside the training tape
             # (double backprop), so this forward pass is recorded on a tape that watches x too.
             self._input_gradient_tape = tf.GradientTape(persistent=True, watch_accessed_variables=False)
@@ -810,16 +702,12 @@ class Distiller(keras.Model):
         safe_labels = labels if mask is None else tf.where(mask > 0, labels, tf.zeros_like(labels))
         checks = whole
         if classes is not None:
-            checks = checks + [
-                tf.debugging.assert_non_negative(
-                    safe_labels, message=f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index "
-                    f"{self.ignore_index} for padding); found a negative label. Check the labels or the student's "
-                    "number of outputs."),
-                tf.debugging.assert_less(
-                    safe_labels, tf.constant(classes, tf.int32),
-                    message=f"keras_kd: labels must be class ids in [0, {classes}); found a label >= {classes}. "
-                    "The student has too few outputs for these labels, or the labels are not 0-based."),
-            ]
+            # One comparison checks both ends: as uint32 a negative id wraps to above any class count.
+            in_range = tf.reduce_all(tf.less(tf.cast(safe_labels, tf.uint32), tf.constant(classes, tf.uint32)))
+            checks = checks + [tf.debugging.Assert(in_range, [
+                f"keras_kd: labels must be class ids in [0, {classes}) (or ignore_index {self.ignore_index} for "
+                f"padding); found a label that is negative or >= {classes}. The student has too few outputs for "
+                "these labels, or the labels are not 0-based."])]
         if checks:
             # The cross-entropy kernel rejects bad labels with its own message; make it wait for ours.
             with tf.control_dependencies(checks):
@@ -832,11 +720,12 @@ class Distiller(keras.Model):
         """This replica's share of the mean over the global batch (sums to the mean across replicas)."""
         values = tf.cast(values, tf.float32)
         if weights is None:
-            weights = tf.ones_like(values)
+            local_sum = tf.reduce_sum(values)
+            count = tf.cast(tf.size(values), tf.float32)
         else:
             weights = tf.broadcast_to(tf.cast(weights, tf.float32), tf.shape(values))
-        local_sum = tf.reduce_sum(values * weights)
-        count = tf.reduce_sum(weights)
+            local_sum = tf.reduce_sum(values * weights)
+            count = tf.reduce_sum(weights)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             count = context.all_reduce("sum", count)
@@ -887,16 +776,14 @@ class Distiller(keras.Model):
                 student_loss = self._global_mean(values, weights)
         else:
             student_loss = tf.constant(0.0)
-        distillation_total = tf.constant(0.0)
-        temperature = tf.cast(self.temperature, tf.float32)
+        weighted = []
         for index, (loss, state) in enumerate(zip(self._distillation_losses, self._states)):
-            ratio = self._temperature_ratios[index]
-            loss_temperature = temperature if ratio == 1.0 else temperature * ratio
+            temperature = self._temperature_variables[index]
             t = teacher_outputs[loss.teacher_layer_name or FINAL_OUTPUT]
             s = student_outputs[loss.student_layer_name or FINAL_OUTPUT]
-            extra = ({"input_tape": getattr(self, "_input_gradient_tape", None), "teacher_model": self.teacher}
-                     if getattr(loss, "uses_input_gradients", False) else {})
-            values = loss.compute(t, s, temperature=loss_temperature if loss.uses_temperature else None,
+            extra = ({"input_tape": self._input_gradient_tape, "teacher_model": self.teacher}
+                     if loss.uses_input_gradients else {})
+            values = loss.compute(t, s, temperature=None if temperature is None else tf.cast(temperature, tf.float32),
                                   labels=labels, state=state, inputs=x, **extra)
             values = tf.cast(values, tf.float32)
             if len(values.shape) == 0:  # a loss that reduced itself (keras.distillation custom losses)
@@ -905,7 +792,8 @@ class Distiller(keras.Model):
                 term = self._global_mean(values, weights if weights is not None and
                                          len(weights.shape) <= len(values.shape) else None)
             terms[loss.name] = term
-            distillation_total += tf.cast(self._loss_weight_variables[index], tf.float32) * term
+            weighted.append(tf.cast(self._loss_weight_variables[index], tf.float32) * term)
+        distillation_total = weighted[0] if len(weighted) == 1 else tf.add_n(weighted)
         alpha = tf.cast(self.alpha, tf.float32)
         total = alpha * distillation_total + (1.0 - alpha) * student_loss
         regularization = self.student.losses + [l for state in self.loss_states for l in state.losses]
@@ -933,32 +821,32 @@ class Distiller(keras.Model):
         return variables
 
     def _update_trackers(self, terms, num_replicas, finite=None):
-        # Trackers hold the per-replica value scaled back to a mean, as Keras does for its own loss. A skipped
+        # The means hold the per-replica values scaled back to a mean, as Keras does for its own loss. A skipped
         # (non-finite) step counts in non_finite_steps and is left out of the means.
-        weight = None if finite is None else tf.cast(finite, tf.float32)
-        for tracker, key in ((self.total_loss_tracker, "loss"), (self.student_loss_tracker, "student_loss"),
-                             (self.distillation_loss_tracker, "distillation_loss")):
-            value = terms[key] * num_replicas
-            if finite is None:
-                tracker.update_state(value)
-            else:
-                tracker.update_state(tf.where(finite, value, tf.zeros_like(value)), sample_weight=weight)
-        if finite is not None and self.non_finite_steps_tracker is not None:
+        values = tf.stack([terms["loss"], terms["student_loss"], terms["distillation_loss"]]) * num_replicas
+        if finite is None:
+            self.total_loss_tracker.update_state(values)
+            return
+        weight = tf.cast(finite, tf.float32)
+        self.total_loss_tracker.update_state(tf.where(finite, values, tf.zeros_like(values)), sample_weight=weight)
+        if self.non_finite_steps_tracker is not None:
             # `finite` is agreed across replicas, and Keras reads a metric's replicas as one value (not their
             # sum): each replica counts the whole step.
             self.non_finite_steps_tracker.update_state(1.0 - weight)
 
     def _logs(self, x, y, y_pred, sample_weight):
-        logs = {}
+        # Every metric's result, the loss means included (computed once: the logs reuse them).
         if y is not None:
-            logs.update(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
-        logs["loss"] = logs["total_loss"] = self.total_loss_tracker.result()
-        logs["student_loss"] = self.student_loss_tracker.result()
-        logs["distillation_loss"] = self.distillation_loss_tracker.result()
-        logs["temperature"] = tf.identity(self.temperature)
-        logs["alpha"] = tf.identity(self.alpha)
-        if self.non_finite_steps_tracker is not None:
-            logs["non_finite_steps"] = self.non_finite_steps_tracker.result()
+            logs = dict(self.compute_metrics(x, y, y_pred, sample_weight=sample_weight))
+        else:
+            logs = dict(self.get_metrics_result())
+        for tracker in (self.total_loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker,
+                        self.non_finite_steps_tracker):
+            if tracker is not None and tracker.name not in logs:  # a compute_metrics override may leave them out
+                logs[tracker.name] = tracker.result()
+        logs["loss"] = logs["total_loss"]
+        logs["temperature"] = tf.convert_to_tensor(self.temperature)
+        logs["alpha"] = tf.convert_to_tensor(self.alpha)
         if not LEGACY_KERAS and isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
             # Keras 3 reduces fit's logs with strategy.reduce("MEAN", v, axis=0) under this strategy, which
             # rejects scalars (keras-team/keras#20585); a length-1 vector reduces to the same scalar.
@@ -1052,7 +940,7 @@ class Distiller(keras.Model):
                 self._refuse_augmenting_cached()
             x, mix = self._augmented(x)
         if teacher_outputs is None:
-            teacher_outputs = self._teacher_outputs(x)
+            teacher_outputs = self.teacher_runner(x)
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self._variables_to_train()
         with tf.GradientTape() as tape:
@@ -1086,7 +974,7 @@ class Distiller(keras.Model):
     def test_step(self, data):
         x, y, sample_weight, teacher_outputs = self._unpack(data)
         if teacher_outputs is None:
-            teacher_outputs = self._teacher_outputs(x)
+            teacher_outputs = self.teacher_runner(x)
         num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
         student_outputs = self._student_outputs(x, training=False)
         terms = self.compute_distillation_losses(x, y, student_outputs, teacher_outputs, sample_weight)
@@ -1149,13 +1037,13 @@ class Distiller(keras.Model):
             "name": self.name,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
-            "distillation_losses": [keras.saving.serialize_keras_object(l) for l in self._given_losses],
+            "distillation_losses": [keras.saving.serialize_keras_object(l) for l in self._losses_as_given],
             "distillation_loss_weights": self.distillation_loss_weights,
-            **({"student_loss_weight": self.student_loss_weight} if self._alpha_from_student_loss_weight
-               else {"alpha": self._python_value(self.alpha)}),
-            # None when the losses' own temperatures set it: from_config then rebuilds the same per-loss
+            **({"student_loss_weight": self.student_loss_weight} if self._as_given.student_loss_weight is not None
+               else {"alpha": self._as_given.read(self.alpha)}),
+            # None when the losses' own temperatures set them: from_config then rebuilds the same per-loss
             # temperatures (a scheduled value lives in the weights, which load_model restores).
-            "temperature": self.temperature.numpy().item() if self._explicit_temperature else None,
+            "temperature": self.temperature.numpy().item() if self._temperature_given else None,
             "teacher_dtype": self.teacher_dtype,
             "ignore_index": self.ignore_index,
             "check_finite": self.check_finite,

@@ -102,3 +102,22 @@ def test_cache_errors(tmp_path):
         cache_teacher_outputs(teacher, x, y, path=tmp_path / "missing" / "cache")
     with pytest.raises(TypeError, match="teacher must be a keras.Model"):
         cache_teacher_outputs("teacher.keras", x, y)
+
+
+def test_in_memory_cache_reshuffles_every_epoch_and_keeps_every_example():
+    x, y = toy_data(n=40)
+    teacher = mlp(seed=7)
+    dataset = cache_teacher_outputs(teacher, x, y, batch_size=16, seed=1)
+    logits = teacher.predict(x, verbose=0)
+    orders = []
+    for _ in range(2):
+        batches = list(dataset)
+        assert [len(b[0]) for b in batches] == [16, 16, 8]
+        rows = np.concatenate([b[0].numpy() for b in batches])
+        order = [int(np.flatnonzero((x == row).all(axis=1))[0]) for row in rows]
+        assert sorted(order) == list(range(40))
+        targets = np.concatenate([b[1]["teacher_outputs"]["final_output"].numpy() for b in batches])
+        np.testing.assert_allclose(targets, logits[order], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(np.concatenate([b[1]["labels"].numpy() for b in batches]), y[order])
+        orders.append(order)
+    assert orders[0] != orders[1]

@@ -8,6 +8,7 @@ import pytest
 
 from keras_kd.losses._compat import from_keras_distillation_loss
 from keras_kd.backend import LEGACY_KERAS, keras, tf
+from keras_kd.callbacks import TemperatureScheduler
 from keras_kd.distiller import Distiller
 from keras_kd.losses import SoftTargetKLDivergence, soft_target_kl_divergence
 from tests.helpers import mlp, numpy_kd, toy_data, trained_teacher
@@ -222,7 +223,7 @@ def test_teacher_in_bfloat16_agrees_with_float32():
     # fit first: the bfloat16 copy of the teacher is then made while fit traces the train step
     history = distiller.fit(x, y, epochs=1, batch_size=32, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    reduced = distiller._teacher_outputs(tf.constant(x))["final_output"].numpy()
+    reduced = distiller.teacher_runner(tf.constant(x))["final_output"].numpy()
     full = teacher.predict(x, verbose=0)
     assert reduced.dtype == np.float32
     assert np.mean(reduced.argmax(1) == full.argmax(1)) >= 0.95
@@ -403,12 +404,17 @@ def test_losses_at_different_temperatures_keep_their_own():
     logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
     np.testing.assert_allclose(logs["distillation_loss"], numpy_kd(t_logits, s_logits, 2.0).mean()
                                + numpy_kd(t_logits, s_logits, 4.0).mean(), rtol=1e-4)
-    distiller.temperature.assign(3.0)  # a schedule scales both, keeping the ratio 2
+    assert [float(v) for v in distiller.temperature_variables] == [2.0, 4.0]
+    assert distiller.temperature_variables[0] is distiller.temperature
+    scheduler = TemperatureScheduler(lambda epoch: 3.0)  # a schedule scales both, keeping the ratio 2
+    scheduler.set_model(distiller)
+    scheduler.on_epoch_begin(0)
+    assert [float(v) for v in distiller.temperature_variables] == [3.0, 6.0]
     logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
     np.testing.assert_allclose(logs["distillation_loss"], numpy_kd(t_logits, s_logits, 3.0).mean()
                                + numpy_kd(t_logits, s_logits, 6.0).mean(), rtol=1e-4)
     clone = Distiller.from_config(distiller.get_config())  # the same per-loss temperatures after a round trip
-    assert clone._temperature_ratios == [1.0, 2.0]
+    assert [float(v) for v in clone.temperature_variables] == [2.0, 4.0]
     distiller.compile(optimizer="sgd", temperature=5.0)  # an explicit temperature applies to every loss
     logs = distiller.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
     np.testing.assert_allclose(logs["distillation_loss"], 2 * numpy_kd(t_logits, s_logits, 5.0).mean(), rtol=1e-4)
@@ -452,7 +458,7 @@ def test_numpy_scalars_are_accepted_wherever_a_number_is(number):
     distiller = Distiller(teacher=mlp(seed=7), student=mlp(seed=3), alpha=number(0.25), temperature=number(4),
                           distillation_losses=[SoftTargetKLDivergence(number(2.0))],
                           distillation_loss_weights=[number(1.0)])
-    assert float(distiller.temperature) == 4.0 and distiller._python_value(distiller.alpha) == 0.25
+    assert float(distiller.temperature) == 4.0 and distiller.get_config()["alpha"] == 0.25
     distiller.compile(optimizer="sgd", alpha=number(0.75), temperature=number(2.0),
                       distillation_loss_weights=[number(0.5)])
     assert float(distiller.temperature) == 2.0 and distiller.distillation_loss_weights == [0.5]

@@ -64,7 +64,7 @@ def test_bfloat16_teacher_is_the_trained_teacher_on_every_replica():
                                            student.get_weights(), teacher_dtype="bfloat16")
     mirror_w, mirror_h, distiller = _run_distiller(_two_devices(), x, y, teacher.get_weights(),
                                                    student.get_weights(), teacher_dtype="bfloat16")
-    for variable, expected in zip(distiller._reduced_teacher.weights, teacher.get_weights()):
+    for variable, expected in zip(distiller.teacher_runner.reduced_precision_model().weights, teacher.get_weights()):
         variable = getattr(variable, "value", variable)  # the tf.Variable (mirrored) inside a Keras Variable
         for replica_value in distiller.distribute_strategy.experimental_local_results(variable):
             np.testing.assert_array_equal(replica_value.numpy().astype("float32"),

@@ -57,7 +57,7 @@ def test_feature_layers_come_from_one_forward_pass(data):
     outputs = distiller._student_outputs(tf.constant(x), training=False)
     assert set(outputs) == {"final_output", "student_conv1", "student_conv2", "student_embed"}
     np.testing.assert_allclose(outputs["final_output"], student(x), rtol=1e-5)
-    t = distiller._teacher_outputs(tf.constant(x))
+    t = distiller.teacher_runner(tf.constant(x))
     terms = distiller.compute_distillation_losses(tf.constant(x), None, outputs, t)
     teacher_conv1 = keras.Model(teacher.inputs, teacher.get_layer("teacher_conv1").output)(x)
     student_conv1 = keras.Model(student.inputs, student.get_layer("student_conv1").output)(x)

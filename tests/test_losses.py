@@ -531,7 +531,7 @@ def test_multi_teacher_distiller_matches_numpy():
     np.testing.assert_allclose(t[:, 0], teacher_a(x).numpy(), rtol=1e-6)
     s = student(x).numpy()
     terms = distiller.compute_distillation_losses(tf.constant(x), None, {"final_output": tf.constant(s)},
-                                                  distiller._teacher_outputs(tf.constant(x)))
+                                                  distiller.teacher_runner(tf.constant(x)))
     expected = np_multi_teacher(np.stack([teacher_a(x).numpy(), teacher_b(x).numpy()], 1), s, 2.5, [3, 1]).mean()
     np.testing.assert_allclose(terms["multi_teacher_kl"], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="one weight per teacher"):
@@ -555,7 +555,7 @@ def test_input_gradient_matching_value_and_double_backprop():
     expected = ((np_grad(teacher) - np_grad(student)) ** 2).sum(1).mean()
     xt = tf.constant(x)
     student_outputs = distiller._student_outputs(xt, training=False)
-    terms = distiller.compute_distillation_losses(xt, None, student_outputs, distiller._teacher_outputs(xt))
+    terms = distiller.compute_distillation_losses(xt, None, student_outputs, distiller.teacher_runner(xt))
     np.testing.assert_allclose(terms["input_gradient"], expected, rtol=1e-4)
     history = distiller.fit(x, np.zeros(8, "int32"), epochs=3, batch_size=8, verbose=0)
     losses = history.history["distillation_loss"]

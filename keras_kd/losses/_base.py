@@ -15,10 +15,7 @@ projection) or some state (a CRD memory bank) returns a Layer from
 `state=` and leaves it out of the exported student.
 """
 
-import numbers
-
-import numpy as np
-
+from keras_kd._validate import describe, is_number  # noqa: F401 (the losses' and callers' import)
 from keras_kd.backend import keras, tf
 
 __all__ = ["DistillationLoss", "register_loss", "get", "serialize", "registered_names"]
@@ -99,13 +96,33 @@ class DistillationLoss(keras.losses.Loss):
 
     Subclasses implement `compute(teacher, student, **context)` returning the
     loss per example (shape: the outputs' shape without the last axis) in
-    float32. The keyword context the Distiller passes:
+    float32.
 
-    * `temperature`: the Distiller's temperature Variable (as a float32
-      tensor) when the class sets `uses_temperature = True`; otherwise None.
-    * `labels`: the ground-truth labels (or None) for losses that need them.
+    What a loss needs from the Distiller is declared by the attributes below,
+    and the Distiller reads exactly these:
+
+    * `uses_temperature` (class attribute): `compute` takes the loss's
+      scheduled `temperature`, and `temperature` holds its initial value. The
+      Distiller gives each such loss one non-trainable temperature Variable.
+    * `teacher_layer_name` / `student_layer_name`: the intermediate layers
+      (features) the loss reads; None means the final outputs (logits).
+    * `uses_input_gradients` (class attribute): `compute` differentiates the
+      student w.r.t. its inputs; the Distiller then records the student's
+      forward pass on a tape that watches the inputs and passes it as
+      `input_tape=`, with the teacher model as `teacher_model=`.
+    * `from_probabilities`: the teacher output it reads holds probabilities,
+      not logits (the Distiller warns when a softmax teacher feeds a loss on
+      logits).
+
+    The keyword context `compute` gets:
+
+    * `temperature`: the loss's temperature Variable (as a float32 tensor)
+      when `uses_temperature`; otherwise None.
+    * `labels`: the ground-truth labels, or None when the data has none
+      (under `mixing`, the label of each example's larger part).
     * `state`: the Layer this loss returned from `create_state()`, or None.
     * `inputs`: the batch inputs.
+    * `input_tape`, `teacher_model`: only when `uses_input_gradients`.
 
     Used on its own (`model.compile(loss=SoftTargetKLDivergence())` with the
     teacher's outputs as `y_true`), a loss uses its configured temperature.
@@ -121,21 +138,20 @@ class DistillationLoss(keras.losses.Loss):
     #: The pure function this loss computes (per example), e.g. `staticmethod(soft_target_kl_divergence)`.
     #: The docs table of `keras_kd.losses` and its golden-value tests read it from the registry.
     function = None
-    #: True when `compute` takes the Distiller's scheduled `temperature`.
+    #: True when `compute` takes a scheduled `temperature`; `temperature` is then the initial value.
     uses_temperature = False
-    #: True when `compute` needs the ground-truth labels.
-    uses_labels = False
+    #: The initial temperature of a loss that uses one (set by its constructor).
+    temperature = None
+    #: True when `compute` differentiates the student w.r.t. its inputs (it gets `input_tape=`).
+    uses_input_gradients = False
+    #: True when the teacher output this loss reads holds probabilities rather than logits.
+    from_probabilities = False
     registered_name = None
 
     def __init__(self, teacher_layer_name=None, student_layer_name=None, name=None, reduction="sum_over_batch_size"):
         super().__init__(name=name or self.registered_name or self.__class__.__name__, reduction=reduction)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
-
-    @property
-    def uses_features(self):
-        """True when the loss reads an intermediate layer of the teacher or the student."""
-        return self.teacher_layer_name is not None or self.student_layer_name is not None
 
     def compute(self, teacher, student, **context):  # pragma: no cover - abstract
         raise NotImplementedError(f"{self.__class__.__name__} must implement compute(teacher, student, **context).")
@@ -171,28 +187,3 @@ def as_float32(x):
     """Casts a tensor to float32 (losses compute in float32 even under mixed precision)."""
     x = tf.convert_to_tensor(x)
     return x if x.dtype == tf.float32 else tf.cast(x, tf.float32)
-
-
-def is_number(value, integer=False):
-    """True for a real number, Python or NumPy (`4`, `4.0`, `np.float32(4)`, a 0-d array), but not a bool.
-
-    Every hyperparameter that takes a number (a temperature, alpha, a loss
-    weight, a schedule's values) is checked with this, so NumPy scalars work
-    wherever Python numbers do.
-
-    Example:
-
-    >>> import numpy as np
-    >>> [is_number(v) for v in (4, 4.0, np.float32(4), np.array(4.0), True, "4")]
-    [True, True, True, True, False, False]
-    """
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    return isinstance(value, numbers.Integral if integer else numbers.Real)
-
-
-def describe(value):
-    """`value!r` and, for anything that is not a number, its type: for error messages."""
-    return repr(value) if is_number(value) or value is None else f"{value!r} (a {type(value).__name__})"

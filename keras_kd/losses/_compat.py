@@ -14,7 +14,8 @@ computes the same value (`SoftTargetKLDivergence` for `KLDivergence`).
 
 from keras_kd.backend import keras, tf
 from keras_kd.losses._base import DistillationLoss, as_float32
-from keras_kd.losses._response import SoftTargetKLDivergence, _validate_temperature
+from keras_kd import _validate
+from keras_kd.losses._response import SoftTargetKLDivergence
 
 __all__ = ["from_keras_distillation_loss", "KerasDistillationLoss", "from_keras_io_distillation_loss_fn",
            "SoftenedProbabilitiesLoss"]
@@ -168,7 +169,7 @@ class SoftenedProbabilitiesLoss(DistillationLoss):
 
     def __init__(self, loss="kl_divergence", temperature=3.0, teacher_layer_name=None, student_layer_name=None,
                  name="softened_probabilities_loss", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
+        _validate.temperature(temperature, tensors=True)
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
         self.loss = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss

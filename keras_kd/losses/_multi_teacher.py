@@ -1,8 +1,8 @@
 """Distillation from several teachers at once (an ensemble of soft targets)."""
 
+from keras_kd import _validate
 from keras_kd.backend import keras, tf
 from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
-from keras_kd.losses._response import _validate_temperature
 
 # stack_teachers builds the teacher model a loss here expects: a helper, importable but out of __all__.
 __all__ = ["multi_teacher_kl_divergence", "MultiTeacherKLDivergence"]
@@ -104,7 +104,7 @@ def multi_teacher_kl_divergence(teachers, student, temperature=1.0, teacher_weig
     >>> round(float(multi_teacher_kl_divergence(t, s, 1.0)[0]), 4)
     0.0
     """
-    _validate_temperature(temperature)
+    _validate.temperature(temperature, tensors=True)
     temperature = as_float32(temperature)
     teachers = as_float32(teachers)
     count = teachers.shape[1]
@@ -145,7 +145,7 @@ class MultiTeacherKLDivergence(DistillationLoss):
 
     def __init__(self, teacher_weights=None, temperature=3.0, teacher_layer_name=None, student_layer_name=None,
                  name="multi_teacher_kl", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
+        _validate.temperature(temperature, tensors=True)
         if teacher_weights is not None:
             teacher_weights = [float(w) for w in teacher_weights]
             if any(w < 0 for w in teacher_weights) or sum(teacher_weights) <= 0:

@@ -1,23 +1,11 @@
 """Response-based distillation: losses on the teacher's and student's final outputs."""
 
+from keras_kd import _validate
 from keras_kd.backend import tf
-import math
-
 from keras_kd.losses._base import DistillationLoss, as_float32, describe, is_number, register_loss
 
 __all__ = ["soft_target_kl_divergence", "SoftTargetKLDivergence", "reverse_kl_divergence", "ReverseKLDivergence",
            "logit_mse", "LogitMSE", "decoupled_kd", "DecoupledKD"]
-
-
-def _validate_temperature(temperature):
-    """Checks a temperature given as a number (Python or NumPy); tensors (a scheduled Variable) pass as they are."""
-    if isinstance(temperature, (str, bool)) or temperature is None:
-        raise ValueError(f"temperature must be a finite number > 0, got {describe(temperature)}. "
-                         "Typical values are 1 to 10.")
-    if is_number(temperature) and not (math.isfinite(float(temperature)) and float(temperature) > 0):
-        raise ValueError(
-            f"temperature must be a finite number > 0, got {temperature!r}. Typical values are 1 to 10."
-        )
 
 
 def soft_target_kl_divergence(teacher, student, temperature=1.0, from_probabilities=False):
@@ -50,7 +38,7 @@ def soft_target_kl_divergence(teacher, student, temperature=1.0, from_probabilit
     >>> round(float(soft_target_kl_divergence(t, s, temperature=2.0)[0]), 4)
     1.0649
     """
-    _validate_temperature(temperature)
+    _validate.temperature(temperature, tensors=True)
     temperature = as_float32(temperature)
     student_log_probs = _log_probs(student, temperature, from_probabilities=False)
     teacher_log_probs = _log_probs(teacher, temperature, from_probabilities)
@@ -66,7 +54,7 @@ class _SoftenedDistributionLoss(DistillationLoss):
 
     def __init__(self, temperature, from_probabilities=False, teacher_layer_name=None, student_layer_name=None,
                  name=None, reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
+        _validate.temperature(temperature, tensors=True)
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
         self.temperature = float(temperature)
@@ -154,7 +142,7 @@ def reverse_kl_divergence(teacher, student, temperature=1.0, from_probabilities=
     >>> round(float(reverse_kl_divergence(t, s, temperature=2.0)[0]), 3)
     1.236
     """
-    _validate_temperature(temperature)
+    _validate.temperature(temperature, tensors=True)
     temperature = as_float32(temperature)
     teacher_log_probs = _log_probs(teacher, temperature, from_probabilities)
     student_log_probs = _log_probs(student, temperature, from_probabilities=False)
@@ -302,7 +290,7 @@ def decoupled_kd(teacher, student, labels, temperature=4.0, alpha=1.0, beta=8.0,
     >>> round(float(decoupled_kd(t, s, np.array([0]), temperature=1.0, alpha=1.0, beta=1.0)[0]), 3)
     0.668
     """
-    _validate_temperature(temperature)
+    _validate.temperature(temperature, tensors=True)
     temperature = as_float32(temperature)
     t_log = _log_probs(teacher, temperature, from_probabilities)
     s_log = tf.nn.log_softmax(as_float32(student) / temperature, axis=-1)
@@ -360,11 +348,10 @@ class DecoupledKD(DistillationLoss):
 
     function = staticmethod(decoupled_kd)
     uses_temperature = True
-    uses_labels = True
 
     def __init__(self, temperature=4.0, alpha=1.0, beta=8.0, from_probabilities=False, teacher_layer_name=None,
                  student_layer_name=None, name="dkd", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
+        _validate.temperature(temperature, tensors=True)
         for what, value in (("alpha", alpha), ("beta", beta)):
             if not is_number(value) or not value >= 0:
                 raise ValueError(f"DecoupledKD {what} must be a number >= 0, got {describe(value)}.")

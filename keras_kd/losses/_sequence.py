@@ -1,8 +1,8 @@
 """Token-level distillation of sequence models (language models, taggers)."""
 
+from keras_kd import _validate
 from keras_kd.backend import tf
 from keras_kd.losses._base import DistillationLoss, as_float32, register_loss
-from keras_kd.losses._response import _validate_temperature
 
 __all__ = ["token_kl_divergence", "TokenKLDivergence"]  # padding_mask is the loss's helper: private
 
@@ -53,7 +53,7 @@ def token_kl_divergence(teacher, student, temperature=1.0, mask=None):
     >>> [round(float(v), 4) for v in token_kl_divergence(t, s, 2.0, mask=np.array([[1, 0]]))[0]]
     [1.0649, 0.0]
     """
-    _validate_temperature(temperature)
+    _validate.temperature(temperature, tensors=True)
     temperature = as_float32(temperature)
     teacher, student = as_float32(teacher), as_float32(student)
     if mask is not None:
@@ -98,11 +98,10 @@ class TokenKLDivergence(DistillationLoss):
 
     function = staticmethod(token_kl_divergence)
     uses_temperature = True
-    uses_labels = True
 
     def __init__(self, temperature=1.0, ignore_index=-100, teacher_layer_name=None, student_layer_name=None,
                  name="token_kl", reduction="sum_over_batch_size"):
-        _validate_temperature(temperature)
+        _validate.temperature(temperature, tensors=True)
         super().__init__(teacher_layer_name=teacher_layer_name, student_layer_name=student_layer_name, name=name,
                          reduction=reduction)
         self.temperature = float(temperature)
