@@ -10,6 +10,8 @@ first access, so `import keras_kd` is cheap and imports no optional package
 Package map (one line per module; tests/test_public_api.py checks it against the files):
 
     __init__.py          the public surface, loaded lazily
+    _compat.py           keras.distillation spellings: values and losses kept as the user gave them
+    _validate.py         the one validator of each hyperparameter (temperature, alpha, loss weights)
     augment.py           public: one augmented (MixUp/CutMix-mixed) view per batch for teacher and student
     backend.py           plumbing: the one place that picks Keras 3 or tf_keras
     benchmark/           public: latency on the host and on an Android phone, one BenchmarkResult
@@ -57,6 +59,7 @@ Package map (one line per module; tests/test_public_api.py checks it against the
     report.py            plumbing: the run report (Markdown, JSON, plots)
     schedules.py         public: Linear, Cosine, Step, ... schedules for the schedulers
     schemes.py           public: distill (the one function entry point), born-again, TA chains, mutual learning
+    teacher.py           plumbing: TeacherRunner runs the frozen teacher (taps, reduced precision) for Distiller and cache
 
 Example:
 
@@ -94,6 +97,7 @@ _PLUMBING_SUBMODULES = (
     "interpreter",
     "quickstart",
     "report",
+    "teacher",
 )
 
 # public name -> module that defines it
