@@ -53,6 +53,7 @@ def _kd(temperature):
 METHODS = {
     "kd_defaults": {},
     "kd_recipe": dict(RECIPE),
+    "kd_t1": {"temperature": 1.0},
     "function_matching": {"alpha": 1.0, "temperature": 1.0, "mixing": "mixup"},
     "function_matching_t4": {"alpha": 1.0, "temperature": 4.0, "mixing": "mixup"},
     "fitnets_at": {
