@@ -134,6 +134,16 @@ class _Control(keras.Model):
         return {"loss": self.loss_tracker.result()}
 
 
+def _fresh(augment):
+    """A new copy of a Keras augmentation layer (its random state drawn anew from the global seed), else `augment`."""
+    if not isinstance(augment, keras.layers.Layer):
+        return augment
+    try:
+        return augment.__class__.from_config(augment.get_config())
+    except (NotImplementedError, TypeError, ValueError):
+        return augment  # a layer that cannot be rebuilt from its config keeps one random stream
+
+
 def _cross_entropy(y, logits):
     y = tf.reshape(tf.cast(y, tf.int32), [-1])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)
@@ -230,8 +240,11 @@ def compare_with_control(teacher, build_student, train, test, *, variants=None, 
         for name in errors:
             keras.utils.set_random_seed(seed)
             student = build_student(seed)
+            # A fresh augment layer per run, seeded alike, and the same mixing seed: every run of a seed sees
+            # the same views (a paired comparison) instead of continuing one random stream.
+            run_augment = _fresh(augment)
             if name == CONTROL:
-                model = _Control(student, augment, mixing, seed)
+                model = _Control(student, run_augment, mixing, int(np.random.randint(0, 2**31 - 1)))
             else:
                 setting = variants[name]
                 if callable(setting):
@@ -240,7 +253,7 @@ def compare_with_control(teacher, build_student, train, test, *, variants=None, 
                     setting = dict(setting)
                     if callable(setting.get("distillation_losses")):
                         setting["distillation_losses"] = setting["distillation_losses"]()
-                    setting.setdefault("augment", augment)
+                    setting.setdefault("augment", run_augment)
                     setting.setdefault("mixing", mixing)
                     model = Distiller(teacher, student, **setting)
             model.compile(optimizer=_optimizer(learning_rate, steps))

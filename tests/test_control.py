@@ -102,3 +102,27 @@ def test_bad_data_is_refused(teacher):
         keras_kd.compare_with_control(teacher, student, (x, y), (x, y.astype("float32")))
     with pytest.raises(ValueError, match=r"train must be an \(x, y\) pair"):
         keras_kd.compare_with_control(teacher, student, x, (x, y))
+
+
+def test_every_run_of_a_seed_sees_the_same_views(teacher):
+    """The control and the Distiller of one seed get equal augmentation streams and the same mixing seed."""
+    from keras_kd.control import _fresh
+
+    shifts = keras.layers.RandomTranslation(0.3, 0.3, name="shifts")
+    x = np.random.default_rng(0).random((4, 6, 6, 1)).astype("float32")
+    views = []
+    for _ in range(2):
+        keras.utils.set_random_seed(5)
+        views.append(_fresh(shifts)(x, training=True).numpy())
+    np.testing.assert_array_equal(views[0], views[1])
+    assert _fresh(shifts) is not shifts and _fresh(len) is len
+
+    seeds = []
+    for _ in range(2):
+        keras.utils.set_random_seed(5)
+        student(5)
+        _fresh(shifts)
+        seeds.append(int(np.random.randint(0, 2**31 - 1)))
+    keras.utils.set_random_seed(5)
+    distiller = keras_kd.Distiller(teacher, student(5), augment=_fresh(shifts), mixing="mixup")
+    assert seeds[0] == seeds[1] == distiller._mixing_seed
