@@ -20,7 +20,7 @@ per batch:
    the label of the larger part, and so do the training metrics.
 
 Mixing draws from stateless random ops seeded by the step number and the
-replica, so it needs no state and works under every `tf.distribute` strategy.
+replica, so it needs no state and runs in any replica context (tested with MirroredStrategy).
 
 Example:
 
