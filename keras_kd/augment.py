@@ -50,6 +50,17 @@ def _beta(shape, seed, concentration):
     return a / (a + b)
 
 
+def per_example(weight, like):
+    """A per-example `weight` of shape (batch,) reshaped to broadcast against `like` (batch, ...)."""
+    return tf.reshape(weight, [-1] + [1] * (len(like.shape) - 1))
+
+
+def blend(own, other, weight):
+    """`weight * own + (1 - weight) * other`, per example: how mixed inputs, labels' losses and weights combine."""
+    w = per_example(tf.cast(weight, own.dtype), own)
+    return w * own + (1 - w) * other
+
+
 def _float_inputs(x, what):
     for tensor in tf.nest.flatten(x):
         if not tensor.dtype.is_floating:
@@ -116,11 +127,7 @@ class MixUp(_Mixing):
         partner = tf.random.experimental.stateless_shuffle(tf.range(batch), seeds[0])
         weight = _beta([batch], seeds[1], self.alpha)
 
-        def mix_one(tensor):
-            w = tf.reshape(tf.cast(weight, tensor.dtype), [-1] + [1] * (len(tensor.shape) - 1))
-            return w * tensor + (1 - w) * tf.gather(tensor, partner)
-
-        return tf.nest.map_structure(mix_one, x), partner, weight
+        return tf.nest.map_structure(lambda t: blend(t, tf.gather(t, partner), weight), x), partner, weight
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -126,7 +126,7 @@ class _Control(keras.Model):
             values = _cross_entropy(y, logits)
             if mix is not None:
                 partner, share = mix
-                values = share * values + (1 - share) * _cross_entropy(tf.gather(y, partner), logits)
+                values = kd_augment.blend(values, _cross_entropy(tf.gather(y, partner), logits), share)
             loss = tf.reduce_mean(values) + tf.add_n([tf.cast(l, tf.float32) for l in self.student.losses] or [0.0])
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))

@@ -78,11 +78,6 @@ def _is_loss_scale_optimizer(optimizer):
     return bool(classes) and isinstance(optimizer, classes)
 
 
-def _broadcast_share(share, like):
-    """A per-example `share` of shape (batch,) reshaped to broadcast against `like` (batch, ...)."""
-    return tf.reshape(share, [-1] + [1] * (len(like.shape) - 1))
-
-
 class _LossMeans(keras.metrics.Metric):
     """The running means of a step's loss terms (total, student, distillation), kept in one pair of variables.
 
@@ -752,17 +747,14 @@ class Distiller(keras.Model):
             labels = self._dominant_labels(y, mix)
             if sample_weight is not None:
                 partner, share = mix
-                share = tf.cast(share, tf.float32)
                 sw = tf.cast(sample_weight, tf.float32)
-                sample_weight = _broadcast_share(share, sw) * sw + (1 - _broadcast_share(share, sw)) * tf.gather(
-                    sw, partner)
+                sample_weight = kd_augment.blend(sw, tf.gather(sw, partner), share)
         if y is not None:
             values, weights = self._student_loss_values(y, logits)
             if mix is not None:
                 partner, share = mix
                 partner_values, partner_weights = self._student_loss_values(tf.gather(y, partner), logits)
-                share = _broadcast_share(tf.cast(share, tf.float32), values)
-                values = share * values + (1 - share) * partner_values
+                values = kd_augment.blend(values, partner_values, share)
                 if weights is not None and partner_weights is not None:
                     weights = tf.maximum(weights, partner_weights)
             if sample_weight is not None:
@@ -921,7 +913,7 @@ class Distiller(keras.Model):
     def _dominant_labels(y, mix):
         """Per example, the label of the larger part of a mixed input (for metrics and label-reading losses)."""
         partner, share = mix
-        own = _broadcast_share(share >= 0.5, y)
+        own = kd_augment.per_example(share >= 0.5, y)
         return tf.where(own, y, tf.gather(y, partner))
 
     def _refuse_augmenting_cached(self):
