@@ -115,6 +115,14 @@ class MixUp(_Mixing):
     Args:
         alpha: concentration of the Beta distribution of the per-example weight
             (default 1.0: uniform, as in function matching).
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> x = tf.random.uniform((4, 8, 8, 1))
+    >>> mixed, partner, weight = MixUp(0.4).mix(x, tf.constant([0, 1], tf.int64))
+    >>> mixed.shape, partner.shape, weight.shape
+    (TensorShape([4, 8, 8, 1]), TensorShape([4]), TensorShape([4]))
     """
 
     name = "mixup"
@@ -142,6 +150,13 @@ class CutMix(_Mixing):
     Args:
         alpha: concentration of the Beta distribution of the kept area
             (default 1.0).
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> mixed, partner, kept = CutMix().mix(tf.random.uniform((4, 8, 8, 3)), tf.constant([0, 1], tf.int64))
+    >>> bool(tf.reduce_all((kept >= 0) & (kept <= 1)))
+    True
     """
 
     name = "cutmix"
