@@ -28,6 +28,7 @@ Package map (one line per module; tests/test_public_api.py checks it against the
     distiller.py         Distiller: the keras.Model that trains a student from a frozen teacher
     export/              public: to_tflite, inspect_tflite, evaluate_tflite, validate
       _calibration.py    input specs and calibration data checked against them
+      _compact.py        the flatbuffer repacked with each repeated array stored once
       _convert.py        to_tflite, one named step after another
       _evaluate.py       running a .tflite on data and comparing it with its Keras model
       _inspect.py        reading a .tflite flatbuffer without running it

@@ -15,6 +15,7 @@ import numpy as np
 from keras_kd import files as _files
 from keras_kd import interpreter as _interpreter
 from keras_kd.backend import LEGACY_KERAS, keras, tf
+from keras_kd.export import _compact
 from keras_kd.export._calibration import calibration_arrays, expected_shape, first_inputs, input_specs
 from keras_kd.export._evaluate import split_validation_data, validate
 from keras_kd.export._inspect import describe_float_op, inspect_tflite, keras_layers_of_tensors
@@ -82,6 +83,7 @@ def to_tflite(
     allow_float_fallback=False,
     batch_size=None,
     input_shape=None,
+    compact=True,
 ):
     """Converts a Keras model to a `.tflite` file, checks it, and writes it atomically.
 
@@ -126,6 +128,11 @@ def to_tflite(
             None keeps it dynamic.
         input_shape: the input shape without batch, for a subclassed model whose
             inputs are not defined yet.
+        compact: write each repeated array of the flatbuffer once (True, the
+            default). The converter writes a fresh all-zero int64 zero point per
+            output channel for every per-channel weight and bias; stored once,
+            INT8 files of mobile networks come out 10-20% smaller and compute
+            bit for bit the same. False keeps the converter's bytes.
 
     Returns:
         An `ExportReport`.
@@ -159,6 +166,8 @@ def to_tflite(
         quantization, quantization_aware, representative_data, specs, int(num_calibration_samples)
     )
     content = _run_converter(model, specs, quantization, io_dtype, calibration, allow_select_tf_ops, quantization_aware)
+    if compact:
+        content = _compact.compact(content)
     summary = inspect_tflite(content)
     if quantization == "int8" and not allow_float_fallback:
         _refuse_float_ops(summary, model)
