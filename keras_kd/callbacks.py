@@ -279,7 +279,7 @@ class TFLiteEvalCallback(keras.callbacks.Callback):
         if model_getter is not None and not callable(model_getter):
             raise TypeError(f"model_getter must be a callable model -> keras.Model, got {type(model_getter).__name__}.")
         self.x, self.y = split_validation_data(validation_data)
-        if len(self.x) == 0:
+        if len(self.x[0] if isinstance(self.x, list) else self.x) == 0:
             raise ValueError("validation_data is empty; pass at least one sample (typically a few hundred).")
         self.every_n_epochs = int(every_n_epochs)
         self.quantization = normalize_quantization(quantization)

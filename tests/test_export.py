@@ -509,3 +509,35 @@ def test_a_file_xnnpack_cannot_prepare_is_explained(tmp_path):
     with pytest.raises(XNNPackPrepareError, match=r"could not prepare '.*se\.rejected\.tflite'.*se_squeeze"):
         load_interpreter(rejected)
     load_interpreter(rejected, use_xnnpack=False)  # the builtin kernels run it
+
+
+def _two_input_model():
+    """Two inputs of one shape but different ranges: fed in the wrong order, the INT8 file would disagree."""
+    small, large = keras.Input((8,), name="small"), keras.Input((8,), name="large")
+    joined = keras.layers.Concatenate()([keras.layers.Dense(16, activation="relu")(small), large])
+    return keras.Model([small, large], keras.layers.Dense(10)(joined))
+
+
+@pytest.mark.slow
+def test_a_two_input_file_is_validated_and_evaluated_input_by_input(tmp_path):
+    keras.utils.set_random_seed(1)
+    model = _two_input_model()
+    rng = np.random.RandomState(0)
+    small = rng.uniform(0, 1, (300, 8)).astype("float32")
+    large = rng.uniform(0, 20, (300, 8)).astype("float32")
+    y = np.argmax(model.predict([small, large], verbose=0), -1)
+    report = export.to_tflite(
+        model, tmp_path / "two.tflite", representative_data=[small, large], validation_data=([small, large], y)
+    )
+    assert [tensor.dtype for tensor in report.inputs] == ["int8", "int8"]
+    assert report.validation.agreement >= 0.95 and report.validation.num_samples == 300
+    evaluated = export.evaluate_tflite(report.path, [small, large], y, batch_size=64)
+    assert evaluated.predictions.shape == (300, 10) and evaluated.accuracy == report.validation.tflite_accuracy
+    swapped = export.validate(model, report.path, [large, small], y)  # the order is the Keras model's
+    assert swapped.agreement < report.validation.agreement - 0.2
+    with pytest.raises(ValueError, match=r"has 2 inputs but x holds 1 array"):
+        export.evaluate_tflite(report.path, small)
+    with pytest.raises(ValueError, match=r"x\[1\] has shape \(300, 4\) but the .tflite file expects"):
+        export.evaluate_tflite(report.path, [small, large[:, :4]])
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        export.evaluate_tflite(report.path, [small, large[:10]])

@@ -115,8 +115,9 @@ def to_tflite(
             int8 it adds QUANTIZE/DEQUANTIZE at the edges).
         allow_select_tf_ops: allow Flex ops (TensorFlow kernels). Off by default:
             such files need the Flex delegate, which stock Android runtimes lack.
-        validation_data: `x` or `(x, y)`; when given, the file is run on it and
-            compared with the Keras model (see `validate`).
+        validation_data: `x` or `(x, y)`, with `x` a list of arrays for a model
+            with several inputs; when given, the file is run on it and compared
+            with the Keras model (see `validate`).
         min_agreement: the lowest top-1 agreement with the Keras model accepted
             when `validation_data` is given.
         num_calibration_samples: at most this many samples (spread evenly) of
@@ -240,7 +241,8 @@ def _shape_hint(input_shape, representative_data, validation_data):
         hint = first_inputs(representative_data)
         return None if isinstance(hint, list) else hint
     if validation_data is not None:
-        return split_validation_data(validation_data)[0]
+        hint = split_validation_data(validation_data)[0]
+        return None if isinstance(hint, list) else hint
     return None
 
 
@@ -278,8 +280,11 @@ def _run_converter(model, specs, quantization, io_dtype, calibration, allow_sele
             if calibration is not None:
 
                 def representative_dataset():
+                    # keyed by signature name: a list is matched to the converted graph's input order,
+                    # which for several inputs is often not the Keras order (each input then gets the
+                    # range of another)
                     for index in range(len(calibration[0])):
-                        yield [array[index : index + 1] for array in calibration]
+                        yield {f"input_{k}": array[index : index + 1] for k, array in enumerate(calibration)}
 
                 converter.representative_dataset = representative_dataset
             io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]

@@ -32,46 +32,71 @@ def _accuracy(outputs, y):
     return float(np.mean(_top1(outputs) == _labels_to_classes(y, len(outputs))))
 
 
-def _single(details, what, path):
+def _one_output(details, path):
     if len(details) != 1:
         raise ValueError(
-            f"{path!r} has {len(details)} {what}s; evaluate_tflite and validate handle files with one input and "
-            "one output (a classifier). Run other files with keras_kd.interpreter.load_interpreter."
+            f"{path!r} has {len(details)} outputs; evaluate_tflite and validate compare the one output of a "
+            "classifier. Run other files with keras_kd.interpreter.load_interpreter."
         )
     return details[0]
 
 
+def as_input_list(x):
+    """`x` as one array per model input: a list or tuple of arrays is a multi-input model's inputs, in order."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(array) for array in x]
+    return [np.asarray(x)]
+
+
+def _check_inputs(arrays, details, source):
+    if len(arrays) != len(details):
+        raise ValueError(
+            f"{source!r} has {len(details)} inputs but x holds {len(arrays)} array(s). Pass a list with one array "
+            "per input, in the Keras model's input order."
+        )
+    for position, (array, detail) in enumerate(zip(arrays, details)):
+        expected = tuple(int(d) for d in detail["shape"][1:])
+        which = f"x[{position}]" if len(arrays) > 1 else "x"
+        if array.ndim == 0 or tuple(array.shape[1:]) != expected:
+            raise ValueError(
+                f"{which} has shape {array.shape} but the .tflite file expects (num_samples, "
+                f"{', '.join(map(str, expected))}). Reshape it like the data the model was trained on."
+            )
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{which} has dtype {array.dtype}; pass numeric inputs like the training data.")
+    if len({len(array) for array in arrays}) > 1:
+        raise ValueError(
+            f"The input arrays hold different numbers of samples ({[len(array) for array in arrays]}); "
+            "pass the same samples to every input."
+        )
+
+
 def _run_tflite(path, x, batch_size=256, num_threads=None):
-    """Runs a single-input, single-output file on `x`; returns float32 outputs."""
+    """Runs a single-output file on `x` (an array, or a list of arrays for several inputs); returns float32 outputs."""
     interpreter = _interpreter.load_interpreter(path, num_threads=num_threads)
     source = path if not isinstance(path, (bytes, bytearray)) else "<bytes>"
-    input_detail = _single(_interpreter.input_details(interpreter), "input", source)
-    output_detail = _single(_interpreter.output_details(interpreter), "output", source)
-    x = np.asarray(x)
-    expected = tuple(int(d) for d in input_detail["shape"][1:])
-    if x.ndim == 0 or tuple(x.shape[1:]) != expected:
-        raise ValueError(
-            f"x has shape {x.shape} but the .tflite file expects (num_samples, {', '.join(map(str, expected))}). "
-            "Reshape x like the data the model was trained on."
-        )
-    if x.dtype.kind not in "biuf":
-        raise ValueError(f"x has dtype {x.dtype}; pass numeric (float) inputs like the training data.")
-    signature = input_detail.get("shape_signature", input_detail["shape"])
-    dynamic_batch = len(signature) > 0 and int(signature[0]) == -1
-    fixed_batch = int(input_detail["shape"][0]) if len(input_detail["shape"]) else 1
+    details = _interpreter.input_details(interpreter)
+    output_detail = _one_output(_interpreter.output_details(interpreter), source)
+    arrays = as_input_list(x)
+    _check_inputs(arrays, details, source)
+    signatures = [detail.get("shape_signature", detail["shape"]) for detail in details]
+    dynamic_batch = all(len(signature) > 0 and int(signature[0]) == -1 for signature in signatures)
+    fixed_batch = int(details[0]["shape"][0]) if len(details[0]["shape"]) else 1
     step = max(1, int(batch_size)) if dynamic_batch else fixed_batch
     outputs, current = [], None
-    for start in range(0, len(x), step):
-        chunk = x[start : start + step]
-        count = len(chunk)
+    for start in range(0, len(arrays[0]), step):
+        chunks = [array[start : start + step] for array in arrays]
+        count = len(chunks[0])
         if dynamic_batch:
             if current != count:
-                interpreter.resize_tensor_input(input_detail["index"], [count, *expected])
+                for chunk, detail in zip(chunks, details):
+                    interpreter.resize_tensor_input(detail["index"], list(chunk.shape))
                 interpreter.allocate_tensors()
                 current = count
         elif count < step:  # a fixed-batch file: pad the last chunk, then drop the padding
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)])
-        interpreter.set_tensor(input_detail["index"], _interpreter.quantize_input(chunk, input_detail))
+            chunks = [np.concatenate([chunk, np.repeat(chunk[-1:], step - count, axis=0)]) for chunk in chunks]
+        for chunk, detail in zip(chunks, details):
+            interpreter.set_tensor(detail["index"], _interpreter.quantize_input(chunk, detail))
         interpreter.invoke()
         # re-read the details: a resize changes the output shape recorded in them
         detail = _interpreter.output_details(interpreter)[0]
@@ -92,7 +117,9 @@ def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None):
 
     Args:
         path: the `.tflite` file (or its bytes).
-        x: float inputs, shape (num_samples, *input_shape).
+        x: float inputs, shape (num_samples, *input_shape); for a file with
+            several inputs, a list with one such array per input, in the Keras
+            model's input order.
         y: optional labels, sparse (num_samples,) or one-hot (num_samples, num_classes).
         batch_size: samples per invoke when the file's batch dimension is dynamic.
         num_threads: interpreter threads; None lets LiteRT choose.
@@ -111,10 +138,11 @@ def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None):
     return EvaluationResult(predictions=predictions, accuracy=_accuracy(predictions, y), num_samples=len(predictions))
 
 
-def _keras_predict(model, x, batch_size=256):
+def _keras_predict(model, arrays, batch_size=256):
     outputs = []
-    for start in range(0, len(x), batch_size):
-        result = model(tf.convert_to_tensor(x[start : start + batch_size]), training=False)
+    for start in range(0, len(arrays[0]), batch_size):
+        chunks = [tf.convert_to_tensor(array[start : start + batch_size]) for array in arrays]
+        result = model(chunks[0] if len(chunks) == 1 else chunks, training=False)
         if isinstance(result, dict) or isinstance(result, (list, tuple)):
             values = list(result.values()) if isinstance(result, dict) else list(result)
             if len(values) != 1:
@@ -132,8 +160,10 @@ def split_validation_data(data):
             raise ValueError(
                 f"validation_data must be x, (x,) or (x, y), got a tuple of {len(data)} items."
             )
-        return np.asarray(data[0]), (None if len(data) < 2 or data[1] is None else np.asarray(data[1]))
-    return np.asarray(data), None
+        x, y = data[0], (None if len(data) < 2 or data[1] is None else np.asarray(data[1]))
+    else:
+        x, y = data, None
+    return (as_input_list(x) if isinstance(x, list) else np.asarray(x)), y
 
 
 def validate(model, path, x, y=None, batch_size=256, num_threads=None):
@@ -142,7 +172,8 @@ def validate(model, path, x, y=None, batch_size=256, num_threads=None):
     Args:
         model: the Keras model (the student, not the Distiller).
         path: the `.tflite` file.
-        x: inputs, shape (num_samples, *input_shape).
+        x: inputs, shape (num_samples, *input_shape); for a model with several
+            inputs, a list with one such array per input, in its input order.
         y: optional labels (sparse or one-hot) to report the accuracy of each.
         batch_size: batch size for both the Keras model and the file.
         num_threads: interpreter threads.
@@ -159,9 +190,9 @@ def validate(model, path, x, y=None, batch_size=256, num_threads=None):
     assert result.agreement >= 0.99, result
     ```
     """
-    x = np.asarray(x)
-    tflite_outputs = _run_tflite(path, x, batch_size=batch_size, num_threads=num_threads)
-    keras_outputs = _keras_predict(model, x, batch_size=batch_size)
+    arrays = as_input_list(x)
+    tflite_outputs = _run_tflite(path, arrays, batch_size=batch_size, num_threads=num_threads)
+    keras_outputs = _keras_predict(model, arrays, batch_size=batch_size)
     if keras_outputs.shape != tflite_outputs.shape:
         raise ValueError(
             f"The Keras model outputs shape {keras_outputs.shape} but the .tflite file {tflite_outputs.shape}; "
@@ -174,5 +205,5 @@ def validate(model, path, x, y=None, batch_size=256, num_threads=None):
         tflite_accuracy=_accuracy(tflite_outputs, y),
         max_abs_diff=float(difference.max()) if difference.size else 0.0,
         mean_abs_diff=float(difference.mean()) if difference.size else 0.0,
-        num_samples=int(len(x)),
+        num_samples=int(len(arrays[0])),
     )
