@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "XNNPackPrepareError",
+    "signature_position",
     "load_interpreter",
     "interpreter_backend",
     "quantize_input",
@@ -294,11 +295,13 @@ def _signature_order(interpreter, details, kind):
     if sorted(names.values()) != sorted(by_index):
         return details
 
-    def position(name):
-        stem, _, number = name.rpartition("_")
-        return (0, stem, int(number)) if number.isdigit() else (1, name, 0)
+    return [by_index[names[name]] for name in sorted(names, key=signature_position)]
 
-    return [by_index[names[name]] for name in sorted(names, key=position)]
+
+def signature_position(name):
+    """Sort key of a signature's tensor names: `input_2` before `input_10`, numbered names first."""
+    stem, _, number = name.rpartition("_")
+    return (0, stem, int(number)) if number.isdigit() else (1, name, 0)
 
 
 def input_details(interpreter):

@@ -530,6 +530,10 @@ def test_a_two_input_file_is_validated_and_evaluated_input_by_input(tmp_path):
         model, tmp_path / "two.tflite", representative_data=[small, large], validation_data=([small, large], y)
     )
     assert [tensor.dtype for tensor in report.inputs] == ["int8", "int8"]
+    # in the Keras order, each with its own input's range (the file lists them the other way round)
+    assert [tensor.name for tensor in report.inputs] == ["serving_default_input_0:0", "serving_default_input_1:0"]
+    assert report.inputs[0].scale == pytest.approx(1 / 255, rel=0.05)
+    assert report.inputs[1].scale == pytest.approx(20 / 255, rel=0.05)
     assert report.validation.agreement >= 0.95 and report.validation.num_samples == 300
     evaluated = export.evaluate_tflite(report.path, [small, large], y, batch_size=64)
     assert evaluated.predictions.shape == (300, 10) and evaluated.accuracy == report.validation.tflite_accuracy

@@ -85,7 +85,7 @@ MODULE_ALL = {
     "files": ["atomic_write", "check_writable_folder", "make_temporary", "make_temporary_folder",
               "remove_stale_temporaries"],
     "interpreter": ["XNNPackPrepareError", "dequantize_output", "input_details", "interpreter_backend",
-                    "load_interpreter", "output_details", "quantize_input"],
+                    "load_interpreter", "output_details", "quantize_input", "signature_position"],
     "quickstart": ["BATCH_SIZE", "build_student", "build_teacher", "curriculum_distill", "keras_accuracy",
                    "qat_distill", "run_quickstart", "train_supervised"],
     "report": ["ReportRow", "build_report", "load_report", "pareto_front", "render_history", "render_markdown"],

@@ -9,6 +9,7 @@ against the Keras model before it takes its final name.
 import contextlib
 import os
 import shutil
+import warnings
 
 import numpy as np
 
@@ -280,18 +281,22 @@ def _run_converter(model, specs, quantization, io_dtype, calibration, allow_sele
             if calibration is not None:
 
                 def representative_dataset():
-                    # keyed by signature name: a list is matched to the converted graph's input order,
-                    # which for several inputs is often not the Keras order (each input then gets the
-                    # range of another)
                     for index in range(len(calibration[0])):
-                        yield {f"input_{k}": array[index : index + 1] for k, array in enumerate(calibration)}
+                        samples = [array[index : index + 1] for array in calibration]
+                        # several inputs are keyed by signature name: a list is matched to the converted
+                        # graph's input order, often not the Keras one (each input gets another's range)
+                        yield samples if len(samples) == 1 else {f"input_{k}": v for k, v in enumerate(samples)}
 
                 converter.representative_dataset = representative_dataset
             io_type = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
         try:
-            return converter.convert()
+            with warnings.catch_warnings():
+                # keyed calibration makes the converter open its model in tf.lite.Interpreter, whose
+                # deprecation notice is about that internal use, not the user's code
+                warnings.filterwarnings("ignore", message=r"(?s).*tf\.lite\.Interpreter is deprecated")
+                return converter.convert()
         except Exception as error:  # ConverterError is not public API; recognise it by its error data
             explained = _explain_converter_error(error, allow_select_tf_ops)
             if explained is not None:

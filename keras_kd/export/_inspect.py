@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+from keras_kd import interpreter as _interpreter
 from keras_kd.backend import LEGACY_KERAS
 from keras_kd.export._reports import TensorInfo, TFLiteSummary
 
@@ -153,16 +154,37 @@ def _read_summary(schema, content, path):
                 float_ops.add(name)
                 float_op_tensors.setdefault(name, []).extend(_operator_tensor_names(subgraph, operator))
     main = model.Subgraphs(0)
+    inputs, outputs = _keras_order(model, main)
     return TFLiteSummary(
         path=path,
         size_bytes=len(content),
-        inputs=[_tensor_info(main.Tensors(t), type_names) for t in _as_list(main.InputsAsNumpy())],
-        outputs=[_tensor_info(main.Tensors(t), type_names) for t in _as_list(main.OutputsAsNumpy())],
+        inputs=[_tensor_info(main.Tensors(t), type_names) for t in inputs],
+        outputs=[_tensor_info(main.Tensors(t), type_names) for t in outputs],
         op_counts=dict(sorted(op_counts.items())),
         float_ops=sorted(float_ops),
         custom_ops=sorted(custom_ops),
         float_op_tensors={name: float_op_tensors[name] for name in sorted(float_op_tensors)},
     )
+
+
+def _keras_order(model, main):
+    """The main subgraph's input and output tensors in the Keras model's order.
+
+    The graph lists several inputs or outputs in the converter's order (two inputs
+    often come back reversed); the serving signature names them `input_0, ...` in
+    the Keras order, as the interpreter reads them (`keras_kd.interpreter.input_details`).
+    """
+    order = [_as_list(main.InputsAsNumpy()), _as_list(main.OutputsAsNumpy())]
+    if model.SignatureDefsLength() != 1 or model.SignatureDefs(0).SubgraphIndex() != 0:
+        return order
+    signature = model.SignatureDefs(0)
+    for position, (length, entry) in enumerate(
+        [(signature.InputsLength(), signature.Inputs), (signature.OutputsLength(), signature.Outputs)]
+    ):
+        named = {entry(k).Name().decode("utf-8", "replace"): entry(k).TensorIndex() for k in range(length)}
+        if sorted(named.values()) == sorted(order[position]):
+            order[position] = [named[name] for name in sorted(named, key=_interpreter.signature_position)]
+    return order
 
 
 def _tensor_name(subgraph, index):
