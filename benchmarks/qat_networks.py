@@ -239,26 +239,11 @@ def _step_cost(float_model, qat_model, x, y, rounds):
     return statistics.median(ratios)
 
 
-def _top1_of_file(path, x, use_xnnpack, chunk=100):
-    from keras_kd import interpreter as litert
-
-    interpreter = litert.load_interpreter(path, use_xnnpack=use_xnnpack)
-    (detail,) = litert.input_details(interpreter)
-    classes = []
-    for start in range(0, len(x), chunk):
-        batch = x[start : start + chunk]
-        interpreter.resize_tensor_input(detail["index"], list(batch.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(detail["index"], litert.quantize_input(batch, detail))
-        interpreter.invoke()
-        output = interpreter.get_tensor(litert.output_details(interpreter)[0]["index"])
-        classes.append(np.argmax(output.astype(np.int32), axis=-1))  # int8 steps: the same argmax as dequantized
-    return np.concatenate(classes)
-
-
 def _kernel_agreement(path, x):
     """Top-1 agreement of the same file run by XNNPACK and by TFLite's builtin kernels: the rounding floor."""
-    return float(np.mean(_top1_of_file(path, x, True) == _top1_of_file(path, x, False)))
+    xnnpack, builtin = (np.argmax(evaluate_tflite(path, x, use_xnnpack=flag).predictions, axis=-1)
+                        for flag in (True, False))
+    return float(np.mean(xnnpack == builtin))
 
 
 def _latency(float_path, int8_path, rounds, runs):

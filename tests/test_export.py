@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_kd import export
+from keras_kd import export, interpreter
 from keras_kd.export import _calibration, _convert
 from keras_kd.backend import LEGACY_KERAS, keras, tf
 
@@ -233,7 +233,7 @@ def test_float32_file_agrees_with_keras_and_float16_is_half_the_size(tmp_path, d
 
 
 @pytest.mark.slow
-def test_evaluate_accuracy_is_the_argmax_of_its_own_predictions(tmp_path, trained, digits):
+def test_evaluate_accuracy_is_the_argmax_of_its_own_predictions(tmp_path, trained, digits, monkeypatch):
     x, _, x_val, y_val = digits
     path = export.to_tflite(trained, tmp_path / "m.tflite", representative_data=x).path
     result = export.evaluate_tflite(path, x_val, y_val, batch_size=64)
@@ -244,6 +244,15 @@ def test_evaluate_accuracy_is_the_argmax_of_its_own_predictions(tmp_path, traine
     assert export.evaluate_tflite(path, x_val).accuracy is None
     with pytest.raises(ValueError, match=r"expects \(num_samples, 8, 8, 1\)"):
         export.evaluate_tflite(path, x_val[..., 0])
+    # TFLite's builtin kernels instead of XNNPACK: the same file, rounded differently by at most an int8 step or two
+    seen = []
+    real_load = interpreter.load_interpreter
+    monkeypatch.setattr(interpreter, "load_interpreter",
+                        lambda *a, **k: seen.append(k.get("use_xnnpack")) or real_load(*a, **k))
+    builtin = export.evaluate_tflite(path, x_val, y_val, batch_size=64, use_xnnpack=False)
+    assert seen == [False]
+    scale = interpreter.output_details(real_load(path))[0]["quantization"][0]
+    assert np.max(np.abs(builtin.predictions - result.predictions)) <= 2 * scale + 1e-6
 
 
 @pytest.mark.slow

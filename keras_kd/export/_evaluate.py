@@ -71,9 +71,9 @@ def _check_inputs(arrays, details, source):
         )
 
 
-def _run_tflite(path, x, batch_size=256, num_threads=None):
+def _run_tflite(path, x, batch_size=256, num_threads=None, use_xnnpack=True):
     """Runs a single-output file on `x` (an array, or a list of arrays for several inputs); returns float32 outputs."""
-    interpreter = _interpreter.load_interpreter(path, num_threads=num_threads)
+    interpreter = _interpreter.load_interpreter(path, num_threads=num_threads, use_xnnpack=use_xnnpack)
     source = path if not isinstance(path, (bytes, bytearray)) else "<bytes>"
     details = _interpreter.input_details(interpreter)
     output_detail = _one_output(_interpreter.output_details(interpreter), source)
@@ -107,7 +107,7 @@ def _run_tflite(path, x, batch_size=256, num_threads=None):
     return np.concatenate(outputs).astype(np.float32)
 
 
-def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None):
+def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None, use_xnnpack=True):
     """Runs a `.tflite` file on `x` and measures its top-1 accuracy against `y`.
 
     Inputs are quantized and outputs dequantized with the file's own scale and
@@ -123,6 +123,9 @@ def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None):
         y: optional labels, sparse (num_samples,) or one-hot (num_samples, num_classes).
         batch_size: samples per invoke when the file's batch dimension is dynamic.
         num_threads: interpreter threads; None lets LiteRT choose.
+        use_xnnpack: False runs TFLite's builtin kernels instead of the XNNPACK
+            delegate. The two round differently; comparing their predictions on
+            the same file gives the rounding floor of an agreement figure.
 
     Returns:
         An `EvaluationResult` with float32 `predictions` and `accuracy` (None without `y`).
@@ -134,7 +137,7 @@ def evaluate_tflite(path, x, y=None, batch_size=256, num_threads=None):
     result.accuracy, result.predictions.shape   # (0.97, (360, 10))
     ```
     """
-    predictions = _run_tflite(path, x, batch_size=batch_size, num_threads=num_threads)
+    predictions = _run_tflite(path, x, batch_size=batch_size, num_threads=num_threads, use_xnnpack=use_xnnpack)
     return EvaluationResult(predictions=predictions, accuracy=_accuracy(predictions, y), num_samples=len(predictions))
 
 
