@@ -97,6 +97,11 @@ def test_quality_arguments():
     assert set(full.datasets) == {"fashion_mnist", "mnist5k"}
     with pytest.raises(SystemExit):
         script.parse_args(["--methods", "nonsense"])
+    # the bound: a student with at most 1/20 of the teacher's parameters
+    assert full.student == "tiny" and script.parse_args(["--student", "small"]).student == "small"
+    teacher = script.build_teacher((28, 28, 1), 10).count_params()
+    for size, ratio in (("tiny", 80), ("small", 20)):
+        assert teacher / script.build_student((28, 28, 1), 10, size=size).count_params() >= ratio
 
 
 @pytest.mark.slow
