@@ -261,7 +261,8 @@ def merge_reports(parts):
         errors={name: [e for part in parts for e in part.errors[name]] for name in first.errors},
         seconds_per_epoch={name: float(np.mean([part.seconds_per_epoch[name] for part in parts]))
                            for name in first.errors},
-        seeds=tuple(seed for part in parts for seed in part.seeds), epochs=first.epochs)
+        seeds=tuple(seed for part in parts for seed in part.seeds), epochs=first.epochs,
+        teacher_train_error_rate=first.teacher_train_error_rate)
 
 
 def _describe(setting):

@@ -52,6 +52,23 @@ def test_report_rows_seeds_and_gap(teacher):
     assert report.to_dict()["variants"]["kd"]["errors"] == report.errors["kd"]
 
 
+def test_the_report_says_how_often_the_teacher_is_wrong_on_its_training_views(teacher):
+    x, y = data()
+    flipped = y.copy()
+    flipped[::4] = (flipped[::4] + 1) % 3  # a quarter of the labels disagree with anything the teacher learned
+    wrong = np.mean(np.argmax(teacher.predict(x, verbose=0), -1) != flipped)
+    report = keras_kd.compare_with_control(teacher, student, (x, flipped), data(32, seed=1), seeds=(0,), epochs=1,
+                                           batch_size=32)
+    assert report.teacher_train_error_rate == pytest.approx(wrong) and wrong >= 0.2
+    assert f"wrong on {wrong:.1%} of the training views" in str(report)
+    assert report.to_dict()["teacher_train_error_rate"] == pytest.approx(wrong)
+    # with augmentation, the views are augmented: noise as large as the data makes the teacher wrong more often
+    noisy = keras_kd.compare_with_control(teacher, student, (x, y), data(32, seed=1), seeds=(0,), epochs=1,
+                                          batch_size=32, augment=keras.layers.GaussianNoise(1.0))
+    clean = np.mean(np.argmax(teacher.predict(x, verbose=0), -1) != y)
+    assert noisy.teacher_train_error_rate > clean + 0.1
+
+
 def test_the_control_and_each_variant_start_from_the_same_student(teacher, monkeypatch):
     built = []
 
