@@ -218,8 +218,8 @@ def run_dataset(name, args):
     teacher_share = 1 - costs["student alone (same augmentation)"] / base
     print(f"  the teacher's share of a logit-KD step: {teacher_share:.0%}; bfloat16 teacher saves "
           f"{1 - costs['logit KD, bfloat16 teacher'] / base:.0%} of the step", flush=True)
-    result.update(dataset=name, student=args.student, teacher_parameters=teacher.count_params(), student_parameters=student_params,
-                  step_seconds=costs, methods={m: _describe(METHODS[m]) for m in args.methods})
+    result.update(dataset=name, student=args.student, teacher_parameters=teacher.count_params(),
+                  student_parameters=student_params, step_seconds=costs, methods={m: _describe(METHODS[m]) for m in args.methods})
     return result
 
 
