@@ -172,11 +172,12 @@ def _teacher_train_error_rate(teacher, x, y, augment, batch_size):
     augment = _fresh(augment)  # its own random stream: the runs' views stay as they are
     wrong = 0
     for start in range(0, len(index), batch_size):
-        batch = tf.convert_to_tensor(x[index[start : start + batch_size]])
+        chunk = index[start : start + batch_size]
+        batch = tf.convert_to_tensor(x[chunk])
         if augment is not None:
             batch = kd_augment.apply_augment(augment, batch)
         predicted = np.argmax(np.asarray(teacher(batch, training=False)), axis=-1)
-        wrong += int(np.sum(predicted != np.reshape(y[index[start : start + batch_size]], [-1])))
+        wrong += int(np.sum(predicted != np.reshape(y[chunk], [-1])))
     return wrong / len(index)
 
 
