@@ -24,11 +24,18 @@ words), one run measures side by side:
 - host latency, ai-edge-litert with 1 thread, INT8 over float32 (interleaved rounds,
   median of per-round p50s; reported).
 
+`--sizes` trains nothing: it gives each network trained-like weights (non-zero biases,
+spread batch-norm statistics; all-zero biases would be stored once and flatter the
+figures) and sets its QAT ranges on a few batches, then writes the float32 file and the
+INT8 file three ways: as the converter wrote it, with repeated arrays stored once (the
+default) and with the intermediate tensor names dropped as well (`strip_names=True`).
+
 Run from the repository root:
 
     python benchmarks/qat_networks.py                                # all networks, ~1 h on 2 cores
     python benchmarks/qat_networks.py --networks MobileNetV3Small --epochs 4
     python benchmarks/qat_networks.py --quick                        # smoke run of two small nets
+    python benchmarks/qat_networks.py --sizes                        # file sizes only, a few minutes
 """
 
 import argparse
@@ -291,10 +298,60 @@ def measure(name, data, teacher, args, folder):
         int8_accuracy=report.validation.tflite_accuracy,
         size_ratio=report.size_bytes / os.path.getsize(float_path),
         int8_kb=report.size_bytes / 1024,
+        stripped_size_ratio=_stripped_size(qat, folder) / os.path.getsize(float_path),
     )
     figures["latency_ratio"], figures["p50_ms"] = _latency(float_path, int8_path, args.rounds, args.runs)
     figures["seconds"] = time.time() - started
     return figures
+
+
+def _stripped_size(qat, folder):
+    return to_tflite(qat, os.path.join(folder, "int8_stripped.tflite"), strip_names=True).size_bytes
+
+
+def _trained_like(model, seed=0):
+    """Non-zero biases and spread batch-norm statistics, as after training, on a model that was never trained."""
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        leaf = weight.path.rsplit("/", 1)[-1]
+        if leaf in ("bias", "beta", "moving_mean"):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype(weight.dtype))
+        elif leaf in ("gamma", "moving_variance"):
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
+
+
+def measure_sizes(name, data, folder):
+    """Bytes of the float32 file and of the INT8 file as converted, compacted, and with names stripped."""
+    kind, build = NETWORKS[name]
+    x = data[0][:256]
+    student = build(x.shape[1:])
+    _trained_like(student)
+    qat = quantize_model(student)
+    for start in range(0, len(x), BATCH_SIZE):
+        qat(x[start : start + BATCH_SIZE], training=True)  # moving-average ranges from real inputs
+    sizes = {"network": name, "parameters": int(student.count_params())}
+    float_path = os.path.join(folder, "float32.tflite")
+    sizes["float32"] = to_tflite(student, float_path, quantization=None).size_bytes
+    for label, options in (("converted", {"compact": False}), ("compact", {}), ("stripped", {"strip_names": True})):
+        sizes[label] = to_tflite(qat, os.path.join(folder, f"{label}.tflite"), **options).size_bytes
+    return sizes
+
+
+def _print_sizes(rows, header):
+    print(header)
+    print("| network | params | float32 | INT8 as converted | compacted (default) | names stripped |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['network']} | | error: {row['error']} | | | |")
+            continue
+        ratio = lambda key: row[key] / row["float32"]  # noqa: E731
+        mark = lambda key: "" if ratio(key) <= TARGETS["size_ratio"] else " MISS"  # noqa: E731
+        print(
+            f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['float32'] / 1024:,.0f} KB "
+            + " ".join(f"| {ratio(key):.3f}x{mark(key)}" for key in ("converted", "compact", "stripped"))
+            + " |"
+        )
 
 
 def _verdicts(row):
@@ -327,9 +384,14 @@ def _print(rows, header):
             f"| {row['agreement']:.2%}{mark(verdict['agreement'])} | {row['kernel_agreement']:.2%} "
             f"| {row['float_accuracy']:.2%} "
             f"| {row['ptq_accuracy']:.2%} | {row['int8_accuracy']:.2%}{mark(verdict['accuracy'])} "
-            f"| {row['step_cost']:.2f}x{mark(verdict['step_cost'])} | {row['size_ratio']:.2f}x{mark(verdict['size'])} "
+            f"| {row['step_cost']:.2f}x{mark(verdict['step_cost'])} | {row['size_ratio']:.2f}x{mark(verdict['size'])}"
+        f"{_stripped_note(row)} "
             f"| {row['latency_ratio']:.2f}x ({row['p50_ms']['int8']:.3f} / {row['p50_ms']['float32']:.3f} ms) |"
         )
+
+
+def _stripped_note(row):
+    return f" ({row['stripped_size_ratio']:.2f}x stripped)" if "stripped_size_ratio" in row else ""
 
 
 def parse_args(argv=None):
@@ -343,6 +405,7 @@ def parse_args(argv=None):
     parser.add_argument("--runs", type=int, default=50, help="interpreter runs per latency round")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two small networks, tiny data and schedule")
+    parser.add_argument("--sizes", action="store_true", help="file sizes only: no training, a few minutes")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -359,6 +422,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.sizes:
+        return main_sizes(args)
     rows, teachers, datasets = [], {}, {}
     for name in args.names:
         kind = NETWORKS[name][0]
@@ -384,6 +449,28 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"header": header, "rows": rows, "targets": TARGETS}, handle, indent=2, default=str)
+    return 0
+
+
+def main_sizes(args):
+    rows, datasets = [], {}
+    for name in args.names:
+        kind = NETWORKS[name][0]
+        if kind not in datasets:
+            datasets[kind] = _DATA[kind](args.limit)
+        keras.utils.set_random_seed(args.seed)
+        with tempfile.TemporaryDirectory() as folder:
+            try:
+                row = measure_sizes(name, datasets[kind], folder)
+            except ImportError as error:  # keras-hub is optional
+                row = {"network": name, "error": f"skipped ({error})"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    header = f"{datetime.date.today().isoformat()}, {host_description()}; file sizes over the float32 file"
+    _print_sizes(rows, header)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"header": header, "rows": rows, "targets": TARGETS}, handle, indent=2)
     return 0
 
 

@@ -85,6 +85,16 @@ def test_qat_networks_arguments():
     )
 
 
+@pytest.mark.slow
+def test_qat_networks_sizes_stripping_names_shrinks_the_compacted_file(tmp_path, capsys):
+    script = _load_script(QAT_NETWORKS)
+    out = tmp_path / "sizes.json"
+    assert script.main(["--sizes", "--networks", "Conv1D keyword spotting", "--limit", "100", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["stripped"] < row["compact"] < row["converted"] < 0.5 * row["float32"]
+    assert re.search(r"^\| Conv1D keyword spotting \| 24 K \|", capsys.readouterr().out, re.MULTILINE)
+
+
 QUALITY = os.path.join(ROOT, "benchmarks", "quality.py")
 
 

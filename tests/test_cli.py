@@ -510,6 +510,7 @@ FLAGS = {
         "--min-agreement": (["--min-agreement", "0.5"], _kwarg("to_tflite", "min_agreement"), 0.5),
         "--io-dtype": (["--io-dtype", "uint8"], _kwarg("to_tflite", "io_dtype"), "uint8"),
         "--allow-select-tf-ops": (["--allow-select-tf-ops"], _kwarg("to_tflite", "allow_select_tf_ops"), True),
+        "--strip-names": (["--strip-names"], _kwarg("to_tflite", "strip_names"), True),
         "--output": (["--output", "out.tflite"], _arg("to_tflite", 1), "out.tflite"),
         "--json": (["--json"], lambda calls: "to_tflite" in calls, True),
     },

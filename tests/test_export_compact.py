@@ -1,4 +1,4 @@
-"""Tests for keras_kd.export._compact: repeated arrays stored once, the file computing bit for bit the same."""
+"""Tests for keras_kd.export._compact: arrays stored once, names dropped, the file computing bit for bit the same."""
 
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ def files(tmp_path_factory):
         compact: export.to_tflite(model, folder / f"{compact}.tflite", representative_data=x, compact=compact)
         for compact in (False, True)
     }
+    reports["stripped"] = export.to_tflite(model, folder / "stripped.tflite", representative_data=x, strip_names=True)
     return reports, x
 
 
@@ -81,8 +82,31 @@ def test_compact_file_computes_bit_for_bit_the_same(files):
     quantized = reports[True].inputs[0]
     x_int8 = np.clip(np.round(x / quantized.scale + quantized.zero_point), -128, 127).astype("int8")
     for resolver in (litert.OpResolverType.AUTO, litert.OpResolverType.BUILTIN_REF):  # XNNPACK, reference kernels
-        compacted, converted = (_run(reports[key].path, x_int8, resolver) for key in (True, False))
+        compacted, converted, stripped = (_run(reports[k].path, x_int8, resolver) for k in (True, False, "stripped"))
         np.testing.assert_array_equal(compacted, converted)
+        np.testing.assert_array_equal(stripped, converted)
+
+
+@pytest.mark.slow
+def test_stripped_file_keeps_only_the_names_a_runtime_reads(files):
+    reports, x = files
+    compacted, before = _model(reports[True].path)
+    stripped, after = _model(reports["stripped"].path)
+    assert reports["stripped"].size_bytes == len(stripped) < len(compacted) - 200
+    assert reports["stripped"].op_counts == reports[True].op_counts
+    assert reports["stripped"].inputs == reports[True].inputs and reports["stripped"].outputs == reports[True].outputs
+    graph = after.subgraphs[0]
+    edges = set(graph.inputs.tolist()) | set(graph.outputs.tolist())
+    names = {index: tensor.name for index, tensor in enumerate(graph.tensors)}
+    assert all(names[index] for index in edges)
+    assert [index for index, name in names.items() if name] == sorted(edges)
+    dropped = sum(len(tensor.name) for index, tensor in enumerate(before.subgraphs[0].tensors) if index not in edges)
+    assert len(compacted) - len(stripped) >= dropped  # the arrays are still stored once: stripping keeps compaction
+    runner = litert.Interpreter(model_path=str(reports["stripped"].path)).get_signature_runner()
+    quantized = reports["stripped"].inputs[0]
+    x_int8 = np.clip(np.round(x[:4] / quantized.scale + quantized.zero_point), -128, 127).astype("int8")
+    (output,) = runner(**{runner.get_input_details().popitem()[0]: x_int8}).values()
+    np.testing.assert_array_equal(output, _run(reports[True].path, x_int8, litert.OpResolverType.AUTO))
 
 
 def _data_offsets(content):

@@ -1,4 +1,4 @@
-"""Writes a `.tflite` flatbuffer again with each repeated array stored once.
+"""Writes a `.tflite` flatbuffer again: each repeated array stored once, names optional.
 
 A per-channel INT8 convolution carries, for its weights and again for its
 int32 bias, one float32 scale and one int64 zero point per output channel.
@@ -10,6 +10,12 @@ identical constant buffers) written once. The values the runtime reads are
 the same, bit for bit. Constant buffers start on 16-byte boundaries (the
 converter's own file aligns them to 4), so int32 and float data are read in
 place on any target.
+
+`repack(..., strip_names=True)` also drops the names of the intermediate
+tensors. The converter names each fused op's output after every TensorFlow op
+fused into it (`model/conv/Relu6;model/conv/BiasAdd;model/conv/Conv2D`): in a
+network under 100 K parameters the names weigh as much as the weights. The
+runtime never reads them; the inputs, outputs and signatures keep theirs.
 """
 
 import numpy as np
@@ -17,7 +23,7 @@ import numpy as np
 #: Alignment of constant buffer data in the repacked file.
 BUFFER_ALIGNMENT = 16
 
-__all__ = ["compact"]
+__all__ = ["compact", "repack"]
 
 
 def compact(content):
@@ -28,21 +34,62 @@ def compact(content):
     environment without the TFLite schema module.
     """
     try:
+        return repack(content)
+    except _CannotRepack:
+        return content
+
+
+def repack(content, share_arrays=True, strip_names=False):
+    """`content` written again, with repeated arrays stored once and/or intermediate tensor names dropped.
+
+    Args:
+        content: the bytes of a `.tflite` file.
+        share_arrays: store each repeated numeric array once.
+        strip_names: drop the name of every tensor that is not an input or an
+            output of its subgraph.
+
+    Returns:
+        The new bytes; with only `share_arrays`, `content` itself when repacking
+        saves nothing.
+
+    Raises:
+        ValueError: the file keeps constant data after the flatbuffer (models
+            over 2 GB), or the TFLite schema module is missing.
+    """
+    try:
         import flatbuffers
         from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError:  # the schema ships with TensorFlow; without it the file stays as converted
-        return content
+    except ImportError as error:  # the schema ships with TensorFlow
+        raise _CannotRepack(f"the TFLite flatbuffer schema could not be imported ({error})") from error
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     if any(buffer.offset and buffer.offset > 1 for buffer in model.buffers or ()):
-        return content  # constant data appended after the flatbuffer: offsets would move
-    builder = _SharingBuilder(flatbuffers, max(1024, len(content) // 2))
+        raise _CannotRepack("the file keeps its constant data after the flatbuffer (a model over 2 GB)")
+    if strip_names:
+        _strip_names(model)
+    builder = _SharingBuilder(flatbuffers, max(1024, len(content) // 2), share_arrays)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     packed = bytes(builder.Output())
-    return packed if len(packed) < len(content) else content
+    return packed if strip_names or len(packed) < len(content) else content
 
 
-def _SharingBuilder(flatbuffers, size):
-    """A flatbuffers Builder whose numeric vectors are written once per distinct value."""
+class _CannotRepack(ValueError):
+    """The file cannot be written again safely; `compact` then keeps it as converted."""
+
+
+def _strip_names(model):
+    for subgraph in model.subgraphs or ():
+        edges = {int(t) for t in list(_ints(subgraph.inputs)) + list(_ints(subgraph.outputs))}
+        for index, tensor in enumerate(subgraph.tensors or ()):
+            if index not in edges:
+                tensor.name = None
+
+
+def _ints(array):
+    return [] if array is None else np.asarray(array).ravel().tolist()
+
+
+def _SharingBuilder(flatbuffers, size, share=True):
+    """A flatbuffers Builder aligning constant data to 16 bytes; with `share`, each numeric vector is written once."""
 
     class SharingBuilder(flatbuffers.Builder):
         def __init__(self):
@@ -52,7 +99,7 @@ def _SharingBuilder(flatbuffers, size):
         def CreateNumpyVector(self, x):  # noqa: N802 - the flatbuffers API's name
             x = np.ascontiguousarray(x)
             key = (x.dtype.str, x.shape, x.tobytes())
-            offset = self._written.get(key)
+            offset = self._written.get(key) if share else None
             if offset is None:
                 if x.dtype.itemsize == 1 and x.size >= BUFFER_ALIGNMENT:
                     offset = self._aligned_bytes(x)

@@ -7,6 +7,7 @@ against the Keras model before it takes its final name.
 """
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import warnings
@@ -85,6 +86,7 @@ def to_tflite(
     batch_size=None,
     input_shape=None,
     compact=True,
+    strip_names=False,
 ):
     """Converts a Keras model to a `.tflite` file, checks it, and writes it atomically.
 
@@ -135,6 +137,15 @@ def to_tflite(
             output channel for every per-channel weight and bias; stored once,
             INT8 files of mobile networks come out 5-20% smaller and compute
             bit for bit the same. False keeps the converter's bytes.
+        strip_names: drop the names of the file's intermediate tensors; the
+            inputs, outputs and signatures keep theirs. The converter names each
+            fused op's output after every TensorFlow op fused into it, and in a
+            network under 100 K parameters those names weigh about as much as
+            the weights. The file computes bit for bit the same. The float-op
+            check and the report read the names before they are dropped, but
+            `keras_kd.quantization.compare_layers` matches Keras layers to
+            tensors by name (run it on a file written without this option), and
+            an XNNPACK preparation error then cannot name the layers behind it.
 
     Returns:
         An `ExportReport`.
@@ -173,6 +184,9 @@ def to_tflite(
     summary = inspect_tflite(content)
     if quantization == "int8" and not allow_float_fallback:
         _refuse_float_ops(summary, model)
+    if strip_names:
+        content = _stripped(content, share_arrays=compact)
+        summary = dataclasses.replace(summary, size_bytes=len(content))
     validation = _write_validated(path, content, summary, model, validation_data, min_agreement, quantization)
     return ExportReport(
         path=path,
@@ -186,6 +200,13 @@ def to_tflite(
         custom_ops=summary.custom_ops,
         validation=validation,
     )
+
+
+def _stripped(content, share_arrays):
+    try:  # unpacking copies every shared array apart: share them again, or compaction is undone
+        return _compact.repack(content, share_arrays=share_arrays, strip_names=True)
+    except ValueError as error:
+        raise ValueError(f"strip_names=True: the names cannot be dropped: {error}. Pass strip_names=False.") from error
 
 
 def _check_output_path(path):
