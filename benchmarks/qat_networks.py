@@ -348,7 +348,7 @@ def _print_sizes(rows, header):
         ratio = lambda key: row[key] / row["float32"]  # noqa: E731
         mark = lambda key: "" if ratio(key) <= TARGETS["size_ratio"] else " MISS"  # noqa: E731
         print(
-            f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['float32'] / 1024:,.0f} KB "
+            f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['float32'] / 1e3:,.0f} KB "
             + " ".join(f"| {ratio(key):.3f}x{mark(key)}" for key in ("converted", "compact", "stripped"))
             + " |"
         )
