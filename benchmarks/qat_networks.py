@@ -385,7 +385,7 @@ def _print(rows, header):
             f"| {row['float_accuracy']:.2%} "
             f"| {row['ptq_accuracy']:.2%} | {row['int8_accuracy']:.2%}{mark(verdict['accuracy'])} "
             f"| {row['step_cost']:.2f}x{mark(verdict['step_cost'])} | {row['size_ratio']:.2f}x{mark(verdict['size'])}"
-        f"{_stripped_note(row)} "
+            f"{_stripped_note(row)} "
             f"| {row['latency_ratio']:.2f}x ({row['p50_ms']['int8']:.3f} / {row['p50_ms']['float32']:.3f} ms) |"
         )
 

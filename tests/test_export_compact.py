@@ -142,3 +142,22 @@ def test_a_file_with_constant_data_outside_the_flatbuffer_is_left_as_it_is():
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     content = bytes(builder.Output()) + bytes(4096)
     assert _compact.compact(content) is content
+    with pytest.raises(ValueError, match="after the flatbuffer"):  # asked for by name, it is refused, not skipped
+        _compact.repack(content, strip_names=True)
+
+
+@pytest.mark.slow
+def test_names_stripped_without_sharing_keep_every_array_apart(files, tmp_path):
+    reports, x = files
+    original, _ = _model(reports[False].path)
+    path = tmp_path / "stripped_only.tflite"
+    path.write_bytes(_compact.repack(original, share_arrays=False, strip_names=True))
+    stripped, after = _model(path)
+    assert reports["stripped"].size_bytes < len(stripped) < len(original)  # names gone, zero points still repeated
+    graph = after.subgraphs[0]
+    edges = set(graph.inputs.tolist()) | set(graph.outputs.tolist())
+    assert [index for index, tensor in enumerate(graph.tensors) if tensor.name] == sorted(edges)
+    quantized = reports[False].inputs[0]
+    x_int8 = np.clip(np.round(x / quantized.scale + quantized.zero_point), -128, 127).astype("int8")
+    np.testing.assert_array_equal(_run(path, x_int8, litert.OpResolverType.AUTO),
+                                  _run(reports[False].path, x_int8, litert.OpResolverType.AUTO))

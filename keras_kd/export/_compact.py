@@ -78,7 +78,7 @@ class _CannotRepack(ValueError):
 
 def _strip_names(model):
     for subgraph in model.subgraphs or ():
-        edges = {int(t) for t in list(_ints(subgraph.inputs)) + list(_ints(subgraph.outputs))}
+        edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
         for index, tensor in enumerate(subgraph.tensors or ()):
             if index not in edges:
                 tensor.name = None
@@ -98,14 +98,15 @@ def _SharingBuilder(flatbuffers, size, share=True):
 
         def CreateNumpyVector(self, x):  # noqa: N802 - the flatbuffers API's name
             x = np.ascontiguousarray(x)
-            key = (x.dtype.str, x.shape, x.tobytes())
-            offset = self._written.get(key) if share else None
+            key = (x.dtype.str, x.shape, x.tobytes()) if share else None
+            offset = self._written.get(key)
             if offset is None:
                 if x.dtype.itemsize == 1 and x.size >= BUFFER_ALIGNMENT:
                     offset = self._aligned_bytes(x)
                 else:
                     offset = super().CreateNumpyVector(x)
-                self._written[key] = offset
+                if share:
+                    self._written[key] = offset
             return offset
 
         def _aligned_bytes(self, x):
