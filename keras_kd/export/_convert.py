@@ -179,14 +179,11 @@ def to_tflite(
         quantization, quantization_aware, representative_data, specs, int(num_calibration_samples)
     )
     content = _run_converter(model, specs, quantization, io_dtype, calibration, allow_select_tf_ops, quantization_aware)
-    if compact:
-        content = _compact.compact(content)
-    summary = inspect_tflite(content)
+    summary = inspect_tflite(content)  # read with the names the float-op check reports
     if quantization == "int8" and not allow_float_fallback:
         _refuse_float_ops(summary, model)
-    if strip_names:
-        content = _stripped(content, share_arrays=compact)
-        summary = dataclasses.replace(summary, size_bytes=len(content))
+    content = _repacked(content, compact, strip_names)
+    summary = dataclasses.replace(summary, size_bytes=len(content))
     validation = _write_validated(path, content, summary, model, validation_data, min_agreement, quantization)
     return ExportReport(
         path=path,
@@ -202,9 +199,12 @@ def to_tflite(
     )
 
 
-def _stripped(content, share_arrays):
-    try:  # unpacking copies every shared array apart: share them again, or compaction is undone
-        return _compact.repack(content, share_arrays=share_arrays, strip_names=True)
+def _repacked(content, compact, strip_names):
+    """The converter's bytes written once more: arrays shared with `compact`, names dropped with `strip_names`."""
+    if not strip_names:
+        return _compact.compact(content) if compact else content
+    try:
+        return _compact.repack(content, share_arrays=compact, strip_names=True)
     except ValueError as error:
         raise ValueError(f"strip_names=True: the names cannot be dropped: {error}. Pass strip_names=False.") from error
 
