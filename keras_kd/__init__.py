@@ -58,6 +58,7 @@ Package map (one line per module; tests/test_public_api.py checks it against the
       rewrites.py        float-to-float graph rewrites before quantizers are placed
     quickstart.py        plumbing: the keras-kd quickstart pipeline and its model builders
     report.py            plumbing: the run report (Markdown, JSON, plots)
+    saving.py            load_model: a saved .keras file with keras_kd's classes registered first
     schedules.py         public: Linear, Cosine, Step, ... schedules for the schedulers
     schemes.py           public: distill (the one function entry point), born-again, TA chains, mutual learning
     teacher.py           plumbing: TeacherRunner runs the frozen teacher (taps, reduced precision) for Distiller and cache
@@ -98,6 +99,7 @@ _PLUMBING_SUBMODULES = (
     "interpreter",
     "quickstart",
     "report",
+    "saving",
     "teacher",
 )
 
@@ -113,6 +115,7 @@ _NAMES = {
     "compare_with_control": "keras_kd.control",
     "quantize_model": "keras_kd.quantization",
     "to_tflite": "keras_kd.export",
+    "load_model": "keras_kd.saving",
 }
 
 __all__ = ["__version__", *_PUBLIC_SUBMODULES, *_NAMES]

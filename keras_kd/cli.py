@@ -53,12 +53,14 @@ def _load_config(path):
 
 def _load_model(spec, what):
     from keras_kd.backend import keras
+    from keras_kd.saving import load_model, register_serializables
 
     if isinstance(spec, str):
         if not os.path.isfile(spec):
             raise UsageError(f"{what}: no model file at {spec!r} (expected a .keras file)")
-        return keras.models.load_model(spec, compile=False)
+        return load_model(spec, compile=False)
     if isinstance(spec, dict):
+        register_serializables()
         try:
             return keras.saving.deserialize_keras_object(spec)
         except Exception as error:
@@ -698,10 +700,10 @@ def cmd_export(args):
     calibration = _load_array(args.calibration, "--calibration")[0] if args.calibration else None
     model = args.model
     if args.quantization == "int8" and calibration is None:
-        from keras_kd.backend import keras
         from keras_kd.export._convert import is_quantization_aware
+        from keras_kd.saving import load_model
 
-        model = keras.models.load_model(args.model, compile=False)
+        model = load_model(args.model, compile=False)
         if not is_quantization_aware(model):
             shape = ", ".join("?" if d is None else str(d) for d in tuple(model.inputs[0].shape)[1:])
             raise UsageError(

@@ -28,6 +28,7 @@ def test_top_level_all_is_pinned():
         # what a user calls
         "Distiller", "distill", "cache_teacher_outputs", "TemperatureScheduler", "AlphaScheduler",
         "LossWeightScheduler", "load_dataset", "compare_with_control", "quantize_model", "to_tflite",
+        "load_model",
         # the submodules a user imports
         "augment", "benchmark", "callbacks", "data", "export", "losses", "quantization", "schedules", "schemes",
     ])
@@ -41,7 +42,7 @@ def test_every_public_name_resolves_and_is_documented(name):
 
 # Plumbing and test-only names: importable where they live, out of every __all__ a user reads.
 PLUMBING = ["backend", "cache", "cli", "control", "distiller", "files", "interpreter", "quickstart", "report",
-            "teacher"]
+            "saving", "teacher"]
 
 
 @pytest.mark.parametrize("name", PLUMBING)
@@ -89,6 +90,7 @@ MODULE_ALL = {
     "quickstart": ["BATCH_SIZE", "build_student", "build_teacher", "curriculum_distill", "keras_accuracy",
                    "qat_distill", "run_quickstart", "train_supervised"],
     "report": ["ReportRow", "build_report", "load_report", "pareto_front", "render_history", "render_markdown"],
+    "saving": ["load_model", "register_serializables"],
     "schedules": ["Constant", "Cosine", "Exponential", "Linear", "Schedule", "Step", "Warmup", "get", "serialize"],
     "schemes": ["MutualLearning", "born_again", "distill", "mutual_learning", "teacher_assistant_chain"],
     "teacher": ["FINAL_OUTPUT", "REDUCED_DTYPES", "TeacherRunner", "layer_taps", "require_built"],

@@ -228,7 +228,9 @@ def _load_model(model):
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No saved model at {path!r}. Pass a keras.Model or the path of a .keras file.")
-        return keras.models.load_model(path, compile=False)
+        from keras_kd.saving import load_model
+
+        return load_model(path, compile=False)
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"model must be a keras.Model or the path of a .keras file, got {type(model).__name__}. "
