@@ -30,12 +30,18 @@ figures) and sets its QAT ranges on a few batches, then writes the float32 file 
 INT8 file three ways: as the converter wrote it, with repeated arrays stored once (the
 default) and with the intermediate tensor names dropped as well (`strip_names=True`).
 
+`--layers` trains nothing either: on the same calibrated networks it runs `compare_layers`
+and reports, per network, the worst drift of a layer run on the INT8 file's own input
+tensors (at most 1 int8 step where every Keras layer computes what its TFLite op computes)
+beside the drift the file builds up by its output. Full runs record the same summary.
+
 Run from the repository root:
 
     python benchmarks/qat_networks.py                                # all networks, ~1 h on 2 cores
     python benchmarks/qat_networks.py --networks MobileNetV3Small --epochs 4
     python benchmarks/qat_networks.py --quick                        # smoke run of two small nets
     python benchmarks/qat_networks.py --sizes                        # file sizes only, a few minutes
+    python benchmarks/qat_networks.py --layers                       # per-layer fidelity, a few minutes
 """
 
 import argparse
@@ -61,7 +67,7 @@ import keras_kd  # noqa: E402
 from keras_kd.backend import keras  # noqa: E402
 from keras_kd.benchmark import benchmark_tflite, host_description  # noqa: E402
 from keras_kd.export import _compact, evaluate_tflite, to_tflite  # noqa: E402
-from keras_kd.quantization import float_layers, quantize_model  # noqa: E402
+from keras_kd.quantization import compare_layers, float_layers, quantize_model  # noqa: E402
 
 TARGETS = {"agreement": 0.99, "accuracy_drop_points": 1.0, "step_cost": 1.5, "size_ratio": 0.3}
 BATCH_SIZE = 64
@@ -299,6 +305,7 @@ def measure(name, data, teacher, args, folder):
         size_ratio=report.size_bytes / os.path.getsize(float_path),
         int8_kb=report.size_bytes / 1024,
         stripped_size_ratio=_stripped_size(int8_path) / os.path.getsize(float_path),
+        local_drift=_local_drift(qat, int8_path, x_test[:32]),
     )
     figures["latency_ratio"], figures["p50_ms"] = _latency(float_path, int8_path, args.rounds, args.runs)
     figures["seconds"] = time.time() - started
@@ -322,8 +329,8 @@ def _trained_like(model, seed=0):
             weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype(weight.dtype))
 
 
-def measure_sizes(name, data, folder):
-    """Bytes of the float32 file and of the INT8 file as converted, compacted, and with names stripped."""
+def _calibrated(name, data):
+    """The network with trained-like weights and its QAT copy, ranges set on 256 real inputs; and those inputs."""
     kind, build = NETWORKS[name]
     x = data[0][:256]
     student = build(x.shape[1:])
@@ -331,6 +338,37 @@ def measure_sizes(name, data, folder):
     qat = quantize_model(student)
     for start in range(0, len(x), BATCH_SIZE):
         qat(x[start : start + BATCH_SIZE], training=True)  # moving-average ranges from real inputs
+    return student, qat, x
+
+
+def _local_drift(qat, path, x):
+    """compare_layers' summary: how far each layer, run on the file's own inputs, is from the file's output."""
+    rows = compare_layers(qat, path, x)
+    checked = [row for row in rows if row.local_max_steps is not None]
+    worst = max(checked, key=lambda row: (row.local_max_steps, row.local_off), default=None)
+    return {
+        "layers": len(rows),
+        "checked": len(checked),
+        "local_max_steps": None if worst is None else worst.local_max_steps,
+        "worst_layer": None if worst is None else f"{worst.name} ({worst.class_name})",
+        "local_off_max": max((row.local_off for row in checked), default=None),
+        "over_one_step": [f"{row.name} ({row.class_name}): {row.local_max_steps:.1f}" for row in checked
+                          if row.local_max_steps > 1.01],
+        "output_drift_steps": rows[-1].max_steps if rows else None,
+    }
+
+
+def measure_layers(name, data, folder):
+    """Per-layer fidelity without training: every quantized layer run on the INT8 file's own input tensors."""
+    student, qat, x = _calibrated(name, data)
+    path = os.path.join(folder, "int8.tflite")
+    to_tflite(qat, path)
+    return {"network": name, "parameters": int(student.count_params()), **_local_drift(qat, path, x[:32])}
+
+
+def measure_sizes(name, data, folder):
+    """Bytes of the float32 file and of the INT8 file as converted, compacted, and with names stripped."""
+    student, qat, x = _calibrated(name, data)
     sizes = {"network": name, "parameters": int(student.count_params())}
     float_path = os.path.join(folder, "float32.tflite")
     sizes["float32"] = to_tflite(student, float_path, quantization=None).size_bytes
@@ -357,6 +395,22 @@ def _print_sizes(rows, header):
             f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['float32'] / 1e3:,.0f} KB "
             + " ".join(f"| {ratio(key):.3f}x{mark(key)}" for key in ("converted", "compact", "stripped"))
             + " |"
+        )
+
+
+def _print_layers(rows, header):
+    print(header)
+    print("| network | params | quantized layers in the file | run on the file's inputs | worst layer, steps "
+          "| values off by one, at most | layers over 1 step | drift at the output, steps |")
+    print("|---|---:|---:|---:|---|---:|---|---:|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['network']} | | error: {row['error']} | | | | | |")
+            continue
+        print(
+            f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['layers']} | {row['checked']} "
+            f"| {row['local_max_steps']:.2f} ({row['worst_layer']}) | {row['local_off_max']:.2%} "
+            f"| {', '.join(row['over_one_step']) or 'none'} | {row['output_drift_steps']:.0f} |"
         )
 
 
@@ -412,6 +466,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="two small networks, tiny data and schedule")
     parser.add_argument("--sizes", action="store_true", help="file sizes only: no training, a few minutes")
+    parser.add_argument("--layers", action="store_true",
+                        help="per-layer fidelity only: no training; each quantized layer run on the file's own inputs")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -428,8 +484,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.sizes:
-        return main_sizes(args)
+    if args.sizes or args.layers:
+        return main_untrained(args)
     rows, teachers, datasets = [], {}, {}
     for name in args.names:
         kind = NETWORKS[name][0]
@@ -458,7 +514,12 @@ def main(argv=None):
     return 0
 
 
-def main_sizes(args):
+def main_untrained(args):
+    """`--sizes` and `--layers`: trained-like weights and calibrated ranges, no training."""
+    measure, printer, what = (
+        (measure_sizes, _print_sizes, "file sizes over the float32 file") if args.sizes else
+        (measure_layers, _print_layers, "each quantized layer on the INT8 file's own inputs (32 samples)")
+    )
     rows, datasets = [], {}
     for name in args.names:
         kind = NETWORKS[name][0]
@@ -467,13 +528,13 @@ def main_sizes(args):
         keras.utils.set_random_seed(args.seed)
         with tempfile.TemporaryDirectory() as folder:
             try:
-                row = measure_sizes(name, datasets[kind], folder)
+                row = measure(name, datasets[kind], folder)
             except ImportError as error:  # keras-hub is optional
                 row = {"network": name, "error": f"skipped ({error})"}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    header = f"{datetime.date.today().isoformat()}, {host_description()}; file sizes over the float32 file"
-    _print_sizes(rows, header)
+    header = f"{datetime.date.today().isoformat()}, {host_description()}; {what}"
+    printer(rows, header)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"header": header, "rows": rows, "targets": TARGETS}, handle, indent=2)

@@ -95,6 +95,18 @@ def test_qat_networks_sizes_stripping_names_shrinks_the_compacted_file(tmp_path,
     assert re.search(r"^\| Conv1D keyword spotting \| 24 K \|", capsys.readouterr().out, re.MULTILINE)
 
 
+@pytest.mark.slow
+def test_qat_networks_layers_runs_every_layer_on_the_files_inputs(tmp_path, capsys):
+    script = _load_script(QAT_NETWORKS)
+    out = tmp_path / "layers.json"
+    assert script.main(["--layers", "--networks", "SeparableConv2D net", "--limit", "100", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    # every layer of this net has a tensor in the file and computes what its op computes (measured: 1.00)
+    assert row["checked"] == row["layers"] > 5
+    assert row["local_max_steps"] <= 1.01 and row["over_one_step"] == [], row
+    assert re.search(r"^\| SeparableConv2D net \| 25 K \| \d+ \| \d+ \| 1\.00 ", capsys.readouterr().out, re.MULTILINE)
+
+
 QUALITY = os.path.join(ROOT, "benchmarks", "quality.py")
 
 

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -283,9 +284,19 @@ def test_low_agreement_is_rejected_and_kept_beside(tmp_path, trained, digits):
     with pytest.raises(export.ExportValidationError, match=expected) as caught:
         export.to_tflite(trained, target, representative_data=x * 0.01, validation_data=(x_val, y_val))
     assert caught.value.result.agreement < 0.99
+    assert "compare_layers" not in str(caught.value)  # a float model: no QAT layers to compare
     assert target.read_bytes() == b"old"
     assert caught.value.rejected_path == str(tmp_path / "m.rejected.tflite")
     assert sorted(os.listdir(tmp_path)) == ["m.rejected.tflite", "m.tflite"]
+
+
+def test_a_quantization_aware_models_disagreement_points_at_compare_layers():
+    from keras_kd.export._convert import _disagreement_error
+    from keras_kd.export._reports import ValidationResult
+
+    result = ValidationResult(0.9, None, None, 1.0, 0.1, 100)
+    error = _disagreement_error(result, 0.99, "int8", "m.tflite", "m.rejected.tflite", quantization_aware=True)
+    assert re.search(r"compare_layers\(model, 'm\.rejected\.tflite', x_val\).*local_max_steps is above 1", str(error))
 
 
 class _Roll(keras.layers.Layer):

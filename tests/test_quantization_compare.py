@@ -90,6 +90,8 @@ def test_compare_layers_reports_nested_layers_of_a_two_input_model(converted):
     assert {"stem", "block1/conv", "side", "add", "gap", "gap_b", "head0", "head1"} <= set(rows), list(rows)
     assert "block1_1/conv" in rows["block1/conv"].tensor
     assert all(row.max_steps <= 3.01 for row in rows.values()), rows
+    # each layer run on the file's own inputs: at most one step (TFLite's rounding), on every layer
+    assert all(row.local_max_steps is not None and row.local_max_steps <= 1.01 for row in rows.values()), rows
     by_name = {row.name: row for row in compare_layers(qat, path, {"b": data[1], "a": data[0]})}
     assert by_name["head1"].max_steps == rows["head1"].max_steps
     # a Keras model that no longer matches inside the nested block: the drift starts there
@@ -97,6 +99,11 @@ def test_compare_layers_reports_nested_layers_of_a_two_input_model(converted):
     kernel.assign(kernel.numpy() * 1.5)
     rows = {row.name: row for row in compare_layers(qat, path, data)}
     assert rows["stem"].max_steps <= 1.01 and rows["block1/conv"].max_steps > 10, rows
+    # the drift carries into the layers after it; run on the file's inputs, only the changed layer is off
+    assert rows["add"].max_steps > 3 and rows["block1/conv"].local_max_steps > 10, rows
+    assert rows["block1/conv"].local_off > 0.3, rows  # ReLU zeros stay zero
+    for name in ("stem", "add", "gap", "head0", "side", "head1"):
+        assert rows[name].local_max_steps <= 1.01, (name, rows[name])
     with pytest.raises(ValueError, match="has 2 input"):
         compare_layers(qat, path, data[0])
     with pytest.raises(ValueError, match="without the model's input"):

@@ -452,7 +452,9 @@ def _validate_before_rename(temporary, path, summary, model, validation_data, mi
         raise _unpreparable_error(error, model, quantization, path, rejected) from error
     if validation.agreement < float(min_agreement):
         rejected = _reject(temporary, path)
-        raise _disagreement_error(validation, min_agreement, quantization, path, rejected)
+        raise _disagreement_error(
+            validation, min_agreement, quantization, path, rejected, is_quantization_aware(model)
+        )
     return validation
 
 
@@ -477,7 +479,7 @@ def _unpreparable_error(error, model, quantization, path, rejected):
     )
 
 
-def _disagreement_error(validation, min_agreement, quantization, path, rejected):
+def _disagreement_error(validation, min_agreement, quantization, path, rejected, quantization_aware=False):
     accuracy = ""
     if validation.keras_accuracy is not None:
         accuracy = f" (accuracy: Keras {validation.keras_accuracy:.4f}, TFLite {validation.tflite_accuracy:.4f})"
@@ -488,7 +490,10 @@ def _disagreement_error(validation, min_agreement, quantization, path, rejected)
         f"mean |diff| {validation.mean_abs_diff:.4g}. The file was not written to {path!r}; it is kept "
         f"as {rejected!r}. To fix: calibrate on more representative data (more samples, preprocessed "
         "like training), train with quantization-aware training (keras_kd.quantization), use "
-        "quantization='float16', or lower min_agreement if this gap is acceptable.",
+        "quantization='float16', or lower min_agreement if this gap is acceptable."
+        + (f" To find the layer the file computes differently: keras_kd.quantization.compare_layers(model, "
+           f"{rejected!r}, x_val), the first row whose local_max_steps is above 1."
+           if quantization_aware else ""),
         result=validation,
         rejected_path=rejected,
     )

@@ -5,7 +5,11 @@ the Keras model (a `FakeQuant`, `QuantizedWeights`, `QuantizedActivation`, ...),
 also inside nested Functional/Sequential models, is matched to the file's
 tensor that carries its output (TFLite tensor names keep the Keras layer
 names, nested ones as `outer/inner`), and the two are compared on the same
-inputs. The first layer whose drift jumps is the one that breaks INT8 accuracy.
+inputs. Drift carries over: a layer one int8 step off shifts every layer after
+it, so the drift of a deep layer grows even where the Keras layer computes what
+the file computes. Each layer is therefore also run on the file's own input
+tensors (its "local" drift): where that is more than a step off, the Keras
+layer itself does not compute what the file's op computes.
 """
 
 import dataclasses
@@ -14,7 +18,7 @@ import re
 import numpy as np
 
 from keras_kd.backend import keras
-from keras_kd.quantization.graph import Graph, all_layers, is_functional
+from keras_kd.quantization.graph import Graph, all_layers, call_node, is_functional
 
 __all__ = ["LayerDrift", "compare_layers"]
 
@@ -29,8 +33,23 @@ class LayerDrift:
         tensor: the `.tflite` tensor compared with it.
         scale: that tensor's quantization scale (one int8 step).
         max_abs_diff, mean_abs_diff: over all compared values, in float units.
-        max_steps: `max_abs_diff / scale`: 1 or 2 is rounding; more is drift.
+        max_steps: `max_abs_diff / scale`: 1 or 2 is rounding; more is drift,
+            which grows with depth as each layer's roundings carry into the next.
         relative: `mean_abs_diff` over the mean |value| of the Keras output.
+        local_max_steps: the layer run on the file's own input tensors instead
+            of the Keras model's, against the file's output, in int8 steps. At
+            most 1 where the Keras layer computes what the file's op computes:
+            TFLite's kernels round some values the other way (a few in a
+            thousand for a convolution, up to a quarter for an ADD or MEAN
+            whose output scale is far from its inputs'). More than 1 points at
+            this layer, not at the drift it was given.
+            `None` where an input cannot be had from the file (it comes from
+            a layer called several times, whose tensors cannot be told apart).
+            Where an input comes out of an op the converter fused away, that
+            op's Keras output on the file's values stands in, so its share of
+            the drift shows on this layer.
+        local_off: the fraction of the layer's values that are more than half a
+            step off in that local comparison (`None` as above).
     """
 
     name: str
@@ -41,6 +60,8 @@ class LayerDrift:
     mean_abs_diff: float
     max_steps: float
     relative: float
+    local_max_steps: float = None
+    local_off: float = None
 
 
 def _is_quantized(layer):
@@ -60,10 +81,12 @@ def _op_outputs(interpreter):
 def _matches(tensor_name, path):
     """Whether a TFLite tensor name belongs to the Keras layer at `path` (`"conv"`, `"block1/conv"`).
 
-    The converter suffixes each name it emits with `_<n>` (`block1_1/conv_1/...`).
+    The converter suffixes each name it emits with `_<n>` (`block1_1/conv_1/...`). The layer is a
+    name scope, so a `/` follows it: a layer called `add` is not matched by `dense/add`, the bias
+    op of a layer called `dense`.
     """
     parts = [re.escape(part) + r"(_\d+)?" for part in path.split("/")]
-    pattern = re.compile(r"(^|/)" + "/".join(parts) + r"(/|;|$)")
+    pattern = re.compile(r"(^|/)" + "/".join(parts) + r"/")
     return any(pattern.search(part) for part in tensor_name.split(";"))
 
 
@@ -128,6 +151,45 @@ def _keras_outputs(model, values, prefix=""):
     return rows
 
 
+def _local_outputs(model, input_values, file_tensor, prefix, results):
+    """Each quantized layer of `model` run on the file's own values of its inputs, into `results` by path.
+
+    `input_values` are the file's values of `model.inputs` (`None` where the
+    file has none). A quantized layer's output is replaced by the file's tensor
+    for the layers after it, or where the file has none (the op is fused into
+    the next one), by the layer's own output on the file's values; an op
+    without quantizers (a pad, a reshape, a max pool) is run in Keras on the
+    file's values.
+    Returns the file's values of `model.outputs`.
+    """
+    graph = Graph(model)
+    values = {id(tensor): value for tensor, value in zip(graph.inputs, input_values)}
+    for node in graph.nodes:
+        operation = node.operation
+        inputs = {id(tensor): values.get(id(tensor)) for tensor in node.input_tensors}
+        ready = all(value is not None for value in inputs.values())
+        outputs = [None] * len(node.outputs)
+        if _is_quantized(operation):
+            path = prefix + operation.name
+            local = np.asarray(call_node(node, operation, inputs)[0], np.float32) if ready else None
+            if local is not None:
+                results.setdefault(path, local)
+            if not graph.is_shared(operation):  # a shared layer's tensors in the file cannot be told apart
+                found = file_tensor(path, node.outputs[0].shape)
+                # no tensor of its own (fused into the next op, or the file's input): its result stands in
+                outputs[0] = local if found is None else found
+        elif is_functional(operation):
+            outputs = _local_outputs(
+                operation, [inputs[id(t)] for t in node.input_tensors], file_tensor, f"{prefix}{operation.name}/",
+                results,
+            )
+        elif ready:
+            outputs = [np.asarray(value) for value in call_node(node, operation, inputs)]
+        for tensor, value in zip(node.outputs, outputs):
+            values[id(tensor)] = value
+    return [values.get(id(tensor)) for tensor in graph.outputs]
+
+
 def compare_layers(model, tflite_path, x, max_samples=64):
     """Layer by layer, how far the INT8 file's intermediate tensors are from the Keras QAT model.
 
@@ -145,7 +207,8 @@ def compare_layers(model, tflite_path, x, max_samples=64):
         A list of `LayerDrift`, in graph order, for every quantized layer whose
         tensor the file has; a layer inside a nested model is named by its path
         (`"block1/conv"`). A layer fused into the op before it has no tensor of
-        its own and is left out.
+        its own and is left out. `max_steps` is the drift the file has built up
+        by that layer; `local_max_steps` is the layer's own share of it.
 
     Raises:
         ValueError: `model` has no quantized layers, or `x` does not fit the
@@ -155,7 +218,7 @@ def compare_layers(model, tflite_path, x, max_samples=64):
 
     ```python
     for row in compare_layers(qat_student, "student_int8.tflite", x_val[:32]):
-        print(f"{row.name:30s} {row.max_steps:6.1f} steps  {row.relative:.3f}")
+        print(f"{row.name:30s} {row.max_steps:6.1f} steps, on the file's inputs {row.local_max_steps}")
     ```
     """
     from keras_kd.interpreter import dequantize_output, input_details, load_interpreter, quantize_input
@@ -187,22 +250,40 @@ def compare_layers(model, tflite_path, x, max_samples=64):
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     order = _op_outputs(interpreter)
 
-    rows = []
-    for path, layer, expected in _keras_outputs(model, values):
-        expected = np.asarray(expected, np.float32)
+    def file_index(path, shape):
         candidates = [
             index
             for index in order
             if _matches(details[index]["name"], path)
-            and tuple(details[index]["shape"]) == expected.shape
+            and tuple(details[index]["shape"][1:]) == tuple(shape[1:])
             and details[index]["quantization"][0] > 0
         ]
-        if not candidates:
+        return candidates[-1] if candidates else None  # the layer's last op: its quantized output
+
+    def file_tensor(path, shape):
+        index = file_index(path, shape)
+        return None if index is None else dequantize_output(interpreter.get_tensor(index), details[index])
+
+    file_inputs = [
+        value if not detail["quantization"][0] else dequantize_output(quantize_input(value, detail), detail)
+        for detail, value in zip(inputs, values)
+    ]
+    local = {}
+    _local_outputs(model, file_inputs, file_tensor, "", local)
+
+    rows = []
+    for path, layer, expected in _keras_outputs(model, values):
+        expected = np.asarray(expected, np.float32)
+        index = file_index(path, expected.shape)
+        if index is None:
             continue
-        index = candidates[-1]  # the layer's last op: its quantized output
         actual = dequantize_output(interpreter.get_tensor(index), details[index])
         difference = np.abs(actual - expected)
         scale = float(details[index]["quantization"][0])
+        local_max_steps = local_off = None
+        if path in local and local[path].shape == actual.shape:
+            steps = np.abs(local[path] - actual) / scale
+            local_max_steps, local_off = float(steps.max()), float(np.mean(steps > 0.5))
         rows.append(
             LayerDrift(
                 name=path,
@@ -213,6 +294,8 @@ def compare_layers(model, tflite_path, x, max_samples=64):
                 mean_abs_diff=float(difference.mean()),
                 max_steps=float(difference.max() / scale),
                 relative=float(difference.mean() / max(np.abs(expected).mean(), 1e-12)),
+                local_max_steps=local_max_steps,
+                local_off=local_off,
             )
         )
     return rows
