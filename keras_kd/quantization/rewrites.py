@@ -137,13 +137,14 @@ class _Canonicalizer:
         self.names = names
         self.models = {}
         self.clones = {}
-        self.traced = {}
 
     def model(self, model):
+        # The entry keeps `model` alive: a traced block's temporary model would otherwise be freed,
+        # and the next one, allocated at the same address, would be handed this one's rebuild.
         if id(model) not in self.models:
             graph = Graph(model)
-            self.models[id(model)] = rebuild(graph, lambda node, tensors: self._emit(graph, node, tensors))
-        return self.models[id(model)]
+            self.models[id(model)] = (model, rebuild(graph, lambda node, tensors: self._emit(graph, node, tensors)))
+        return self.models[id(model)][1]
 
     def _emit(self, graph, node, tensors):
         operation = node.operation
