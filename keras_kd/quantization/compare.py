@@ -175,7 +175,7 @@ def _local_outputs(model, input_values, file_tensor, prefix, results):
             if local is not None:
                 results.setdefault(path, local)
             if not graph.is_shared(operation):  # a shared layer's tensors in the file cannot be told apart
-                found = file_tensor(path, node.outputs[0].shape)
+                found = file_tensor(path, node.outputs[0].shape if local is None else local.shape)
                 # no tensor of its own (fused into the next op, or the file's input): its result stands in
                 outputs[0] = local if found is None else found
         elif is_functional(operation):
@@ -251,11 +251,14 @@ def compare_layers(model, tflite_path, x, max_samples=64):
     order = _op_outputs(interpreter)
 
     def file_index(path, shape):
+        def fits(file_shape):  # a traced block's symbolic shapes can leave a dimension unknown
+            return len(file_shape) == len(shape) and all(d is None or d == f for d, f in zip(shape[1:], file_shape[1:]))
+
         candidates = [
             index
             for index in order
             if _matches(details[index]["name"], path)
-            and tuple(details[index]["shape"][1:]) == tuple(shape[1:])
+            and fits(tuple(details[index]["shape"]))
             and details[index]["quantization"][0] > 0
         ]
         return candidates[-1] if candidates else None  # the layer's last op: its quantized output
