@@ -592,7 +592,6 @@ def test_public_surface_is_pinned():
             "QuantizedActivation",
             "QuantizedAffine",
             "QuantizedOutput",
-            "SameScaleRounding",
             "fold_batch_norm",
             "fake_quant_weights",
             "fake_quant_activations",

@@ -471,55 +471,6 @@ def test_trained_transformer_stays_all_int8(tmp_path, rng):
     assert report.float_ops == [] and report.outputs[0].dtype == "int8"
 
 
-def _int8_average_pool_reference(q, count):
-    """TFLite's int8 AVERAGE_POOL_2D on int8 values `q` summed over `count`: ties away from zero."""
-    total = q.sum(axis=-1)
-    return np.where(total > 0, (total + count // 2) // count, -((-total + count // 2) // count))
-
-
-def test_round_half_away_in_int8_rounds_like_tflites_average_pool(rng):
-    from keras_kd.quantization.quantizers import quantization_params, round_half_away_in_int8
-
-    low, high = 0.0, 5.3  # a ReLU range: zero point -128, so most values are negative in int8
-    scale, zero_point, _, _ = quantization_params(low, high)
-    q = rng.integers(-128, 128, size=(2000, 2))  # pairs of int8 values, averaged
-    mean = ((q - zero_point) * scale).mean(axis=-1).astype(np.float32)
-    rounded = round_half_away_in_int8(mean, low, high).numpy()
-    as_int8 = np.round(rounded / scale + zero_point).astype(int)
-    assert np.mean(q.sum(-1) % 2 != 0) > 0.4  # plenty of ties
-    np.testing.assert_array_equal(as_int8, _int8_average_pool_reference(q, 2))
-
-
-@pytest.mark.slow
-def test_average_pooling_rounds_to_its_inputs_grid_as_the_file_does(tmp_path, rng):
-    from keras_kd.export import to_tflite
-    from keras_kd.quantization import SameScaleRounding, compare_layers
-    from keras_kd.saving import load_model
-
-    inputs = _sequence((12, 4))
-    x = L.Conv1D(8, 3, padding="same", activation="relu", name="c1")(inputs)
-    x = L.AveragePooling1D(2, name="pool")(L.MaxPooling1D(1, name="max")(x))
-    model = keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(L.Conv1D(8, 3, name="c2")(x))))
-    qat = quantize_model(model)
-    rounding = qat.get_layer("pool_rounding")
-    assert isinstance(rounding, SameScaleRounding)
-    assert rounding.source is qat.get_layer("c1").output_quantizer  # back through the max pool
-    data = rng.normal(size=(64, 12, 4)).astype("float32")
-    for _ in range(3):
-        qat(data, training=True)
-    path = str(tmp_path / "pool.tflite")
-    report = to_tflite(qat, path)
-    assert report.float_ops == [] and "QUANTIZE" not in report.op_counts, report.op_counts  # no op for the rounding
-    rows = {row.name: row for row in compare_layers(qat, path, data)}
-    # the layer after the pool computes what the file computes from the file's pooled values
-    assert rows["c2"].local_max_steps <= 1.01 and rows["c2"].local_off < 0.02, rows["c2"]
-    # a saved model finds its quantizer again when it is loaded
-    qat.save(str(tmp_path / "qat.keras"))
-    restored = load_model(str(tmp_path / "qat.keras"))
-    assert restored.get_layer("pool_rounding").source is restored.get_layer("c1").output_quantizer
-    np.testing.assert_array_equal(restored(data).numpy(), qat(data).numpy())
-
-
 def test_the_rewrite_cache_keeps_the_models_it_is_keyed_by():
     """Keyed by id(): a traced block's temporary model, once freed, could hand its address (and with it this
     rebuild) to the next block's model. Seen as a shape error quantizing a keras-hub MobileNet after an

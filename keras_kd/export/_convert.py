@@ -352,17 +352,14 @@ def _saved_model_dir(model, specs):
                 function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=signature)
             tf.saved_model.save(model, folder, signatures={"serving_default": function.get_concrete_function()})
         else:
-            from keras_kd.quantization.layers import tracing_for_export
-
             # Keras 3: the ExportArchive tracks the variables, so the converter sees them as constants
-            with tracing_for_export():
-                archive = keras.export.ExportArchive()
-                archive.track(model)
-                if len(signature) == 1:
-                    archive.add_endpoint("serve", lambda x: model(x, training=False), signature)
-                else:
-                    archive.add_endpoint("serve", lambda xs: model(xs, training=False), [signature])
-                archive.write_out(folder, verbose=False)
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            if len(signature) == 1:
+                archive.add_endpoint("serve", lambda x: model(x, training=False), signature)
+            else:
+                archive.add_endpoint("serve", lambda xs: model(xs, training=False), [signature])
+            archive.write_out(folder, verbose=False)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -27,7 +27,6 @@ from keras_kd.quantization.layers import (
     QuantizedActivation,
     QuantizedAffine,
     QuantizedOutput,
-    SameScaleRounding,
     QuantizedWeights,
 )
 from keras_kd.quantization.quantize import float_layers, is_quantization_aware, quantize_model
@@ -50,7 +49,6 @@ __all__ = [
     "QuantizedActivation",
     "QuantizedAffine",
     "QuantizedOutput",
-    "SameScaleRounding",
     "fold_batch_norm",
     "fake_quant_weights",
     "fake_quant_activations",

@@ -22,7 +22,6 @@ checkpoints and `BackupAndRestore` keep them. Fake-quant math is float32 even
 when the layer computes in float16 (mixed precision).
 """
 
-import contextlib
 import dataclasses
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from keras_kd.backend import keras, tf
 from keras_kd.quantization.activations import ACTIVATIONS
 from keras_kd.quantization.folding import fold_batch_norm
-from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights, round_half_away_in_int8
+from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights
 
 __all__ = [
     "FakeQuant",
@@ -38,7 +37,6 @@ __all__ = [
     "QuantizedActivation",
     "QuantizedAffine",
     "QuantizedOutput",
-    "SameScaleRounding",
     "KernelRule",
     "KERNELS",
     "FUSED_ACTIVATIONS",
@@ -180,16 +178,9 @@ class FakeQuant(keras.layers.Layer):
             low, high = new_min, new_max
         else:
             low, high = self.min_value, self.max_value
-        return fake_quant_activations(inputs, *self._floored(low, high), num_bits=self.num_bits)
-
-    def _floored(self, low, high):
         if self.fixed_range is None and self.min_range > 0.0:
             high = tf.maximum(high, low + self.min_range)
-        return low, high
-
-    def quantization_range(self):
-        """The `(min, max)` the layer quantizes to now (the stored range, widened to `min_range`)."""
-        return self._floored(self.min_value, self.max_value)
+        return fake_quant_activations(inputs, low, high, num_bits=self.num_bits)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -204,112 +195,6 @@ class FakeQuant(keras.layers.Layer):
             min_range=self.min_range,
         )
         return config
-
-
-def _output_quantizer(layer):
-    """The FakeQuant that sets `layer`'s output scale, or None."""
-    if isinstance(layer, FakeQuant):
-        return layer
-    if isinstance(layer, _QuantizedWrapper):
-        return layer.output_quantizer
-    if isinstance(layer, _StagedLayer):
-        return layer.quantizers[-1]
-    return None
-
-
-def _exact_passthrough(layer):
-    """Whether `layer` keeps its input's int8 values on its input's grid (max pool, pad, reshape, ...)."""
-    from keras_kd.quantization.registry import QuantizeRegistry
-
-    rule = QuantizeRegistry().rule_for(layer)
-    return rule is not None and rule.role == "passthrough" and not rule.rounds(layer)
-
-
-def _scale_source(tensor):
-    """The FakeQuant whose grid `tensor` (a KerasTensor) is on: back through exact pass-through layers."""
-    for _ in range(1000):
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
-            return None
-        operation = history[0]
-        quantizer = _output_quantizer(operation)
-        if quantizer is not None or not isinstance(operation, keras.layers.Layer) or not _exact_passthrough(operation):
-            return quantizer
-        inputs = operation._inbound_nodes[history[1]].input_tensors
-        if len(inputs) != 1:
-            return None
-        tensor = inputs[0]
-    return None
-
-
-_EXPORT_TRACES = [0]
-
-
-@contextlib.contextmanager
-def tracing_for_export():
-    """While the model is traced for the converter: `SameScaleRounding` is the identity there.
-
-    The rounding it simulates happens inside the TFLite kernel before it; traced,
-    its arithmetic would become ops of the file.
-    """
-    _EXPORT_TRACES[0] += 1
-    try:
-        yield
-    finally:
-        _EXPORT_TRACES[0] -= 1
-
-
-@keras.saving.register_keras_serializable(package="keras_kd")
-class SameScaleRounding(keras.layers.Layer):
-    """Rounds an int8 pass-through op's new values to its input's grid, as the TFLite kernel does.
-
-    AVERAGE_POOL_2D keeps its input's scale and zero point but computes values
-    between the grid points (the average of 2 steps is half a step), which its
-    int8 kernel rounds, ties away from zero in the signed int8 domain
-    (`round_half_away_in_int8`). This layer follows such an op in the
-    quantization-aware model and rounds to the grid of the tensor the op reads.
-    That quantizer is found when the layer is called on the op's symbolic output
-    (in `quantize_model`, and again when a saved model is loaded), back through
-    exact pass-through layers; where there is none (the op reads a nested model's
-    input) the layer passes values through unchanged. `to_tflite` traces the model
-    with the layer as the identity (`tracing_for_export`): the kernel rounds by
-    itself and the file gets no op for it.
-
-    Example:
-
-    ```python
-    pooled = keras.layers.AveragePooling1D(2)(quantized)   # quantized: a QuantizedWeights output
-    rounded = SameScaleRounding()(pooled)
-    ```
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        # a plain reference, not a tracked sublayer: the quantizer belongs to the layer that owns it
-        object.__setattr__(self, "_source", None)
-        self.supports_masking = True
-
-    def __call__(self, inputs, *args, **kwargs):
-        history = getattr(inputs, "_keras_history", None)
-        if history is not None:  # symbolic: `inputs` is the pass-through op's output
-            nodes = getattr(history[0], "_inbound_nodes", None) or []
-            tensors = nodes[history[1]].input_tensors if history[1] < len(nodes) else []
-            object.__setattr__(self, "_source", _scale_source(tensors[0]) if len(tensors) == 1 else None)
-        return super().__call__(inputs, *args, **kwargs)
-
-    @property
-    def source(self):
-        """The FakeQuant whose range this layer rounds to, or None."""
-        return self._source
-
-    def call(self, inputs):
-        if self._source is None or _EXPORT_TRACES[0]:
-            return inputs
-        low, high = self._source.quantization_range()
-        return round_half_away_in_int8(inputs, low, high, num_bits=self._source.num_bits)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 # --------------------------------------------------------------------------- kernels

@@ -49,7 +49,6 @@ _QUANTIZED_CLASSES = (
     qlayers.QuantizedOutput,
     qlayers.QuantizedActivation,
     qlayers.QuantizedAffine,
-    qlayers.SameScaleRounding,
 )
 
 
@@ -251,16 +250,6 @@ class _Placer:
         output_flags = [quantized.get(id(t), False) for t in graph.outputs]
         return new_model, output_flags
 
-    def _rounded(self, step, outputs, input_flags):
-        """A pass-through op's outputs, rounded to its input's grid where its int8 kernel rounds them."""
-        if step.kind != "passthrough" or step.rule is None or not all(input_flags) or not step.rule.rounds(step.operation):
-            return outputs
-        return [
-            qlayers.SameScaleRounding(name=self.names(f"{step.operation.name}_rounding"))(output) if _is_float(output)
-            else output
-            for output in outputs
-        ]
-
     def _emit(self, step, node, tensors, replace, input_flags):
         """Returns (new outputs, quantized flag of each)."""
         operation = step.operation
@@ -288,7 +277,7 @@ class _Placer:
             return [self._fake_quant(f"{operation.name}_quant", step.output_range)(o) for o in outputs], [True] * count
         if id(operation) in self.layers:
             new, flags = self.layers[id(operation)]
-            return self._rounded(step, call_node(node, new, tensors, replace), input_flags), flags
+            return call_node(node, new, tensors, replace), flags
         copies = []  # (new layer, original) whose weights are copied once built
         if step.kind in ("float", "passthrough"):
             new = clone_layer(operation)
@@ -333,7 +322,7 @@ class _Placer:
                 flags = [step.quantize_output] * count
         self.layers[id(operation)] = (new, flags)
         if step.kind in ("float", "passthrough"):
-            outputs = self._rounded(step, call_node(node, new, tensors, replace), input_flags)
+            outputs = call_node(node, new, tensors, replace)
         else:
             first_kwargs = {k: v for k, v in node.arguments.kwargs.items() if k == "training"}
             args, _ = node.arguments.fill_in({id(t): replace.get(id(t), tensors.get(id(t))) for t in node.input_tensors})

@@ -25,7 +25,6 @@ __all__ = [
     "fake_quant_reference",
     "fake_quant_weights",
     "fake_quant_activations",
-    "round_half_away_in_int8",
 ]
 
 
@@ -181,45 +180,3 @@ def fake_quant_activations(values, min_value, max_value, num_bits=8):
         narrow_range=False,
     )
     return tf.cast(outputs, dtype)
-
-
-def round_half_away_in_int8(values, min_value, max_value, num_bits=8):
-    """`values` rounded to the int8 grid of a range, ties away from zero in the signed int8 domain.
-
-    That is how TFLite's int8 AVERAGE_POOL_2D rounds its averages, with the
-    builtin kernels and XNNPACK alike (measured: `(q1 + q2) / 2` for int8 `q`
-    goes to `(q1 + q2 + 1) // 2` above zero and away from zero below it).
-    TensorFlow's fake quantization rounds every tie up instead, which for a
-    ReLU output (zero point -128) moves half of the ties the wrong way.
-    The grid is TensorFlow's (nudged) grid for `[min_value, max_value]`;
-    values outside it are clamped. The gradient passes straight through.
-
-    Args:
-        values: a float tensor.
-        min_value, max_value: scalar range (no gradient flows into them).
-        num_bits: bit width, 8 for TFLite int8.
-
-    Returns:
-        The rounded values, in the dtype of `values`.
-
-    Example:
-
-    >>> grid = 6.0 / 255  # [0, 6]: zero point -128, so int8 -100.5 is a tie below zero
-    >>> float(round_half_away_in_int8(tf.constant(27.5 * grid), 0.0, 6.0) / grid)  # int8 -100.5 -> -101
-    27.0
-    """
-    _check_num_bits(num_bits)
-    dtype = values.dtype
-    x = tf.cast(values, tf.float32)
-    low = tf.stop_gradient(tf.cast(min_value, tf.float32))
-    high = tf.stop_gradient(tf.cast(max_value, tf.float32))
-    levels = float(2**num_bits - 1)
-    scale = (high - low) / levels
-    nudged_zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, levels)
-    nudged_min = -nudged_zero * scale
-    unsigned = (tf.clip_by_value(x, nudged_min, (levels - nudged_zero) * scale) - nudged_min) / scale
-    signed = unsigned - float(2 ** (num_bits - 1))
-    # the 1e-3 keeps a tie a tie through float error; a true fraction is at least 1/100 from one half
-    rounded = tf.sign(signed) * tf.floor(tf.abs(signed) + 0.5 + 1e-3)
-    outputs = (rounded + float(2 ** (num_bits - 1))) * scale + nudged_min
-    return tf.cast(x + tf.stop_gradient(outputs - x), dtype)

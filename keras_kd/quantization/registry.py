@@ -53,10 +53,6 @@ class QuantizeRule:
             float replacement built from the new input tensors (`names(name)`
             gives a unique layer name); it copies the weights it needs.
         tflite_ops: the TFLite ops it becomes (for the docs).
-        rounds_to_input_grid: role "passthrough": the int8 kernel computes new
-            values at its input's scale and rounds them (AVERAGE_POOL_2D);
-            `quantize_model` follows the layer with a `SameScaleRounding`. A
-            bool, or `layer -> bool` where it depends on the configuration.
 
     Example:
 
@@ -78,7 +74,6 @@ class QuantizeRule:
     affine: object = None
     rewrite: object = None
     tflite_ops: str = ""
-    rounds_to_input_grid: object = False
 
     def __post_init__(self):
         if not isinstance(self.layer_type, type):
@@ -99,11 +94,6 @@ class QuantizeRule:
     def reason(self, layer):
         """Why `layer` cannot be quantized under this rule, or None."""
         return self.check(layer) if self.check is not None else None
-
-    def rounds(self, layer):
-        """Whether this pass-through `layer` rounds new values to its input's grid (see `rounds_to_input_grid`)."""
-        flag = self.rounds_to_input_grid
-        return bool(flag(layer) if callable(flag) else flag)
 
 
 # --------------------------------------------------------------------------- checks
@@ -270,6 +260,8 @@ def default_rules():
             layers.InputLayer,
             layers.MaxPooling1D,
             layers.MaxPooling2D,
+            layers.AveragePooling1D,
+            layers.AveragePooling2D,
             layers.GlobalMaxPooling1D,
             layers.GlobalMaxPooling2D,
             layers.ZeroPadding1D,
@@ -277,6 +269,8 @@ def default_rules():
             layers.Cropping1D,
             layers.Cropping2D,
             layers.UpSampling1D,
+            layers.UpSampling2D,
+            layers.Resizing,
             layers.Reshape,
             layers.Flatten,
             layers.Permute,
@@ -290,20 +284,7 @@ def default_rules():
         ),
         "passthrough",
         check=_channels_last,
-        tflite_ops="keeps its input's scale (MAX_POOL_2D, PAD, RESHAPE, ...)",
-    )
-    add(
-        (layers.AveragePooling1D, layers.AveragePooling2D),
-        "passthrough",
-        check=_channels_last,
-        rounds_to_input_grid=True,
-        tflite_ops="AVERAGE_POOL_2D (keeps its input's scale, rounds the averages)",
-    )
-    add(
-        (layers.UpSampling2D, layers.Resizing),
-        "passthrough",
-        check=_channels_last,
-        tflite_ops="RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR (keeps its input's scale)",
+        tflite_ops="keeps its input's scale (MAX_POOL_2D, PAD, RESHAPE, RESIZE_*, ...)",
     )
     from keras_kd.quantization import rewrites
 
