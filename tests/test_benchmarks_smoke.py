@@ -85,22 +85,24 @@ def test_qat_networks_arguments():
     )
 
 
+def _untrained_row(mode, network, tmp_path):
+    """`qat_networks.py --sizes` or `--layers` on one network and 100 samples: its JSON row."""
+    out = tmp_path / "figures.json"
+    assert _load_script(QAT_NETWORKS).main([mode, "--networks", network, "--limit", "100", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    return row
+
+
 @pytest.mark.slow
 def test_qat_networks_sizes_stripping_names_shrinks_the_compacted_file(tmp_path, capsys):
-    script = _load_script(QAT_NETWORKS)
-    out = tmp_path / "sizes.json"
-    assert script.main(["--sizes", "--networks", "Conv1D keyword spotting", "--limit", "100", "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+    row = _untrained_row("--sizes", "Conv1D keyword spotting", tmp_path)
     assert row["stripped"] < row["compact"] < row["converted"] < 0.5 * row["float32"]
     assert re.search(r"^\| Conv1D keyword spotting \| 24 K \|", capsys.readouterr().out, re.MULTILINE)
 
 
 @pytest.mark.slow
 def test_qat_networks_layers_runs_every_layer_on_the_files_inputs(tmp_path, capsys):
-    script = _load_script(QAT_NETWORKS)
-    out = tmp_path / "layers.json"
-    assert script.main(["--layers", "--networks", "SeparableConv2D net", "--limit", "100", "--json", str(out)]) == 0
-    (row,) = json.loads(out.read_text())["rows"]
+    row = _untrained_row("--layers", "SeparableConv2D net", tmp_path)
     # every layer of this net has a tensor in the file and computes what its op computes (measured: 1.00)
     assert row["checked"] == row["layers"] > 5
     assert row["local_max_steps"] <= 1.01 and row["over_one_step"] == [], row
