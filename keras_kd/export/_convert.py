@@ -453,7 +453,8 @@ def _validate_before_rename(temporary, path, summary, model, validation_data, mi
     if validation.agreement < float(min_agreement):
         rejected = _reject(temporary, path)
         raise _disagreement_error(
-            validation, min_agreement, quantization, path, rejected, is_quantization_aware(model)
+            # compare_layers reads keras_kd's own QAT layers (Keras 3), not tfmot's
+            validation, min_agreement, quantization, path, rejected, is_quantization_aware(model) and not LEGACY_KERAS
         )
     return validation
 
