@@ -55,10 +55,15 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):  # 
     Example:
 
     ```python
+    import keras
+    import numpy as np
+    import keras_kd
+
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     qat = keras_kd.quantize_model(student)
-    ...  # distil, then qat.save("student_qat.keras")
-    restored = keras_kd.load_model("student_qat.keras")
-    keras_kd.to_tflite(restored, "student_int8.tflite", quantization="int8")
+    qat.save("student_qat.keras")             # mid-run, or by a ModelCheckpoint
+    restored = keras_kd.load_model("student_qat.keras")   # in a new script too
+    keras_kd.to_tflite(restored, "student_int8.tflite", representative_data=np.ones((8, 4), "float32"))
     ```
     """
     import os
