@@ -108,3 +108,43 @@ def test_compare_layers_reports_nested_layers_of_a_two_input_model(converted):
         compare_layers(qat, path, data[0])
     with pytest.raises(ValueError, match="without the model's input"):
         compare_layers(qat, path, {"a": data[0]})
+
+
+class _SqueezeExcite(keras.layers.Layer):
+    """A squeeze-excite block written with keras.ops, as keras-hub writes its blocks: traced by quantize_model."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.squeeze = L.Conv2D(channels // 2, 1, activation="relu", name="squeeze")
+        self.excite = L.Conv2D(channels, 1, activation="sigmoid", name="excite")
+
+    def call(self, inputs):
+        scale = self.excite(self.squeeze(keras.ops.mean(inputs, axis=(1, 2), keepdims=True)))
+        return inputs * scale
+
+
+@pytest.mark.slow
+def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, rng):
+    from keras_kd.export import to_tflite
+
+    inputs = keras.Input((8, 8, 3))
+    x = _SqueezeExcite(8, name="se")(L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs))
+    # on a 1x1 map the converter drops the mean: no tensor of the file is guessed for it
+    x = _SqueezeExcite(8, name="se_flat")(L.Conv2D(8, 8, activation="relu", name="to_1x1")(x))
+    qat = quantize_model(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))))
+    data = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    for _ in range(3):
+        qat(data, training=True)
+    path = str(tmp_path / "se.tflite")
+    to_tflite(qat, path)
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    ops_rows = {name: row for name, row in rows.items() if row.name.rsplit("/", 1)[-1].endswith("_quant")}
+    # the quantizers after ops.mean and `*`, named by the layers the user can find, matched to TensorFlow's ops
+    mean_rows = [row for row in ops_rows.values() if row.tensor.endswith("/Mean")]
+    mul_rows = [row for row in ops_rows.values() if row.tensor.endswith("/Mul")]
+    assert [row.name.split("/")[0] for row in mean_rows] == ["se"], ops_rows
+    assert sorted(row.name.split("/")[0] for row in mul_rows) == ["se", "se_flat"], ops_rows
+    assert all("se_1/" in row.tensor for row in mean_rows + mul_rows if row.name.startswith("se/"))
+    assert len(ops_rows) == 3, ops_rows
+    # each within a step of the file, on the file's own inputs too
+    assert all(row.max_steps <= 3.01 and row.local_max_steps <= 1.01 for row in rows.values()), rows

@@ -5,7 +5,11 @@ the Keras model (a `FakeQuant`, `QuantizedWeights`, `QuantizedActivation`, ...),
 also inside nested Functional/Sequential models, is matched to the file's
 tensor that carries its output (TFLite tensor names keep the Keras layer
 names, nested ones as `outer/inner`), and the two are compared on the same
-inputs. Drift carries over: a layer one int8 step off shifts every layer after
+inputs. A keras.ops call (`ops.mean`, `x * y`, in a Functional graph or a
+block traced by `quantize_model`) is reported under the quantizer placed after
+it (`mean_1_quant`), matched to the op TensorFlow named in its block's scope
+(`block_se_1/Mean`). The file runs on TFLite's builtin kernels: XNNPACK, the
+default delegate, keeps no intermediate tensors. Drift carries over: a layer one int8 step off shifts every layer after
 it, so the drift of a deep layer grows even where the Keras layer computes what
 the file computes. Each layer is therefore also run on the file's own input
 tensors (its "local" drift): where that is more than a step off, the Keras
@@ -39,10 +43,12 @@ class LayerDrift:
         local_max_steps: the layer run on the file's own input tensors instead
             of the Keras model's, against the file's output, in int8 steps. At
             most 1 where the Keras layer computes what the file's op computes:
-            TFLite's kernels round some values the other way (a few in a
-            thousand for a convolution, up to a quarter for an ADD or MEAN
-            whose output scale is far from its inputs'). More than 1 points at
-            this layer, not at the drift it was given.
+            TFLite's builtin kernels round some values the other way (a few in
+            a thousand for a convolution, up to a quarter for an ADD whose
+            output scale is far from its inputs'; an int8 MEAN rounds up, where
+            XNNPACK and the Keras model round to nearest: measured, 38 % of a
+            squeeze-excite mean a step high). More than 1 points at this layer,
+            not at the drift it was given.
             `None` where an input cannot be had from the file (it comes from
             a layer called several times, whose tensors cannot be told apart).
             Where an input comes out of an op the converter fused away, that
@@ -88,6 +94,76 @@ def _matches(tensor_name, path):
     parts = [re.escape(part) + r"(_\d+)?" for part in path.split("/")]
     pattern = re.compile(r"(^|/)" + "/".join(parts) + r"/")
     return any(pattern.search(part) for part in tensor_name.split(";"))
+
+
+def _op_leaf(tensor_name, scope):
+    """The name a tensor has directly in the name scope of the model at `scope`, without a layer's scope
+    between (`"Mean"` for `.../block_se_1/Mean` in `"block/block_se"`), or None.
+
+    The ops of a keras.ops call (`ops.mean`, `x * y`) in a Functional graph or a traced block run in the
+    model's scope under TensorFlow's op name, with `_<n>` added when it repeats (`Mul`, `Mul_1`).
+    """
+    parts = [re.escape(part) + r"(_\d+)?" for part in scope.split("/")]
+    pattern = re.compile(r"(^|/)" + "/".join(parts) + r"/(?P<leaf>[^/]+)$")
+    for part in tensor_name.split(";"):
+        found = pattern.search(part)
+        if found:
+            return re.sub(r"_\d+$", "", found.group("leaf"))
+    return None
+
+
+def _names_op(leaf, operation):
+    """Whether a TensorFlow op name fits a keras.ops operation: `Mean` a `Mean`, `Mul` a `Multiply`."""
+    ours, theirs = type(operation).__name__.lower(), leaf.lower()
+    return ours.startswith(theirs) or theirs.startswith(ours)
+
+
+def _op_quantizers(model, prefix, found):
+    """`(scope, path, operation, shape)` of each quantizer placed after a keras.ops call, in `model` and the
+    models nested in it (first call of each), into `found`."""
+    graph, seen = Graph(model), set()
+    scope = prefix[:-1] if prefix else model.name
+    for node in graph.nodes:
+        operation = node.operation
+        if id(operation) in seen:
+            continue
+        seen.add(id(operation))
+        if is_functional(operation):
+            _op_quantizers(operation, f"{prefix}{operation.name}/", found)
+        elif _is_quantized(operation) and node.input_tensors:
+            producer = node.input_tensors[0]._keras_history[0]
+            if not isinstance(producer, keras.layers.Layer):
+                found.append((scope, prefix + operation.name, producer, tuple(node.outputs[0].shape[1:])))
+
+
+def _op_tensors(model, details, order, fits):
+    """`path -> tensor index` for the quantizers after keras.ops calls, whose names the file does not keep.
+
+    Such a quantizer (`mean_1_quant`) is folded into the op before it, whose tensor is named by TensorFlow
+    (`block_se_1/Mean`). In each model scope, the quantizers after one kind of op with one output shape are
+    paired in graph order with the file's tensors of that scope, op kind and shape, and only where both
+    counts agree: where the converter dropped one (a mean over a 1x1 map), none is guessed.
+    """
+    found = []
+    _op_quantizers(model, "", found)
+    groups = {}
+    for scope, path, operation, shape in found:
+        groups.setdefault((scope, type(operation).__name__, shape), (operation, []))[1].append(path)
+    tensors = {}
+    for (scope, _, shape), (operation, paths) in groups.items():
+        candidates = []
+        for index in order:
+            leaf = _op_leaf(details[index]["name"], scope)
+            if (
+                leaf is not None
+                and _names_op(leaf, operation)
+                and details[index]["quantization"][0] > 0
+                and fits(tuple(details[index]["shape"]), (None,) + shape)
+            ):
+                candidates.append(index)
+        if len(candidates) == len(paths):
+            tensors.update(zip(paths, candidates))
+    return tensors
 
 
 def _input_list(model, x, max_samples):
@@ -206,9 +282,13 @@ def compare_layers(model, tflite_path, x, max_samples=64):
     Returns:
         A list of `LayerDrift`, in graph order, for every quantized layer whose
         tensor the file has; a layer inside a nested model is named by its path
-        (`"block1/conv"`). A layer fused into the op before it has no tensor of
-        its own and is left out. `max_steps` is the drift the file has built up
-        by that layer; `local_max_steps` is the layer's own share of it.
+        (`"block1/conv"`), a keras.ops call by the quantizer after it
+        (`"block1/mean_1_quant"`). A layer fused into the op before it has no
+        tensor of its own and is left out, as is a keras.ops call the file
+        cannot be told to hold (a mean over a 1x1 map, which the converter
+        drops). `max_steps` is the drift the file has built up by that layer;
+        `local_max_steps` is the layer's own share of it. The file runs on
+        TFLite's builtin kernels (see `LayerDrift.local_max_steps`).
 
     Raises:
         ValueError: `model` has no quantized layers, or `x` does not fit the
@@ -250,15 +330,20 @@ def compare_layers(model, tflite_path, x, max_samples=64):
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     order = _op_outputs(interpreter)
 
-    def file_index(path, shape):
-        def fits(file_shape):  # a traced block's symbolic shapes can leave a dimension unknown
-            return len(file_shape) == len(shape) and all(d is None or d == f for d, f in zip(shape[1:], file_shape[1:]))
+    def fits(file_shape, shape):  # a traced block's symbolic shapes can leave a dimension unknown
+        return len(file_shape) == len(shape) and all(d is None or d == f for d, f in zip(shape[1:], file_shape[1:]))
 
+    op_tensors = _op_tensors(model, details, order, fits)
+
+    def file_index(path, shape):
+        if path in op_tensors:
+            index = op_tensors[path]
+            return index if fits(tuple(details[index]["shape"]), tuple(shape)) else None
         candidates = [
             index
             for index in order
             if _matches(details[index]["name"], path)
-            and fits(tuple(details[index]["shape"]))
+            and fits(tuple(details[index]["shape"]), tuple(shape))
             and details[index]["quantization"][0] > 0
         ]
         return candidates[-1] if candidates else None  # the layer's last op: its quantized output
