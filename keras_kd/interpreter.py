@@ -206,7 +206,10 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True, preserve_all_ten
             (plain builtin kernels), for comparisons.
         preserve_all_tensors: keep every intermediate tensor readable after
             `invoke()` (`get_tensor` on any index), for layer-by-layer
-            comparisons; implies `use_xnnpack=False`.
+            comparisons. XNNPACK keeps none, so with `use_xnnpack` the
+            interpreter runs a copy of the file whose every op output is also
+            a subgraph output (same ops, kernels and values; the signatures
+            are unchanged); without it, the builtin kernels keep them.
 
     Returns:
         An interpreter with its tensors allocated.
@@ -238,9 +241,11 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True, preserve_all_ten
         if int(num_threads) < 1:
             raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}.")
         kwargs["num_threads"] = int(num_threads)
-    if preserve_all_tensors:
+    if preserve_all_tensors and use_xnnpack:  # a delegate keeps only the tensors its subgraph outputs
+        kwargs.pop("model_path", None)
+        kwargs["model_content"] = _every_tensor_an_output(model)
+    elif preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
-        use_xnnpack = False  # a delegate computes whole subgraphs and keeps no intermediate tensors
     errors = []
     for name, cls, resolver in _interpreter_classes():
         options = dict(kwargs)
@@ -274,6 +279,24 @@ def load_interpreter(model, num_threads=None, use_xnnpack=True, preserve_all_ten
     raise RuntimeError("No TFLite interpreter could load the model: " + "; ".join(errors) + ". " + _INSTALL_HINT)
 
 
+def _every_tensor_an_output(model):
+    """The bytes of `model` (a path or bytes) with every op's output listed as a subgraph output."""
+    from keras_kd.export._compact import expose_tensors
+
+    if not isinstance(model, (bytes, bytearray)):
+        with open(os.fspath(model), "rb") as handle:
+            model = handle.read()
+    try:
+        return expose_tensors(bytes(model))
+    except ValueError as error:
+        raise ValueError(
+            f"Cannot keep the intermediate tensors readable under XNNPACK: {error}. Pass use_xnnpack=False to "
+            "read them from the builtin kernels instead."
+        ) from error
+    except Exception:  # noqa: BLE001 - not a flatbuffer the schema reads: loading it says what is wrong
+        return bytes(model)
+
+
 def _signature_order(interpreter, details, kind):
     """`details` sorted as the file's signature lists its `kind` ("inputs" or "outputs").
 
@@ -282,7 +305,9 @@ def _signature_order(interpreter, details, kind):
     often not the Keras model's (two inputs can come back reversed). The serving
     signature names them `input_0, input_1, ...` and `output_0, ...` in the
     Keras order, so those names decide; a file without a signature keeps the
-    interpreter's order.
+    interpreter's order. Where the file lists more tensors than its signature
+    (`load_interpreter(..., preserve_all_tensors=True)` on XNNPACK makes every
+    intermediate tensor an output), only the signature's are kept.
     """
     try:
         signatures = interpreter._get_full_signature_list()
@@ -292,7 +317,7 @@ def _signature_order(interpreter, details, kind):
         return details
     names = next(iter(signatures.values())).get(kind, {})
     by_index = {detail["index"]: detail for detail in details}
-    if sorted(names.values()) != sorted(by_index):
+    if not names or not set(names.values()) <= set(by_index):
         return details
 
     return [by_index[names[name]] for name in sorted(names, key=signature_position)]

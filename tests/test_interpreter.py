@@ -87,3 +87,47 @@ def test_a_file_or_its_bytes_loads_allocated_and_runs(float_file, options):
 def test_num_threads_is_validated(float_file):
     with pytest.raises(ValueError, match="num_threads must be a positive integer or None, got 0"):
         load_interpreter(float_file, num_threads=0)
+
+
+@pytest.mark.slow
+def test_every_tensor_stays_readable_on_xnnpack(tmp_path, rng):
+    from keras_kd.backend import LEGACY_KERAS, keras
+    from keras_kd.export import to_tflite
+
+    if LEGACY_KERAS:
+        pytest.skip("keras_kd's QAT layers are Keras 3 only")
+    from keras_kd.quantization import quantize_model
+
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.GlobalAveragePooling2D(name="gap")(hidden))
+    qat = quantize_model(keras.Model(inputs, outputs))
+    x = rng.normal(size=(8, 8, 8, 3)).astype("float32")
+    for _ in range(3):
+        qat(x, training=True)
+    path = str(tmp_path / "int8.tflite")
+    to_tflite(qat, path)
+
+    def run(interpreter):
+        (detail,) = input_details(interpreter)
+        interpreter.resize_tensor_input(detail["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], quantize_input(x, detail))
+        interpreter.invoke()
+        return interpreter
+
+    plain = run(load_interpreter(path))
+    kept = run(load_interpreter(path, preserve_all_tensors=True))
+    builtin = run(load_interpreter(path, use_xnnpack=False, preserve_all_tensors=True))
+    # the signature's output only, and the same values: the copy runs the same ops on XNNPACK
+    assert [d["name"] for d in output_details(kept)] == [d["name"] for d in output_details(plain)]
+    assert len(kept.get_output_details()) > 1
+    (out,) = output_details(plain)
+    np.testing.assert_array_equal(kept.get_tensor(output_details(kept)[0]["index"]), plain.get_tensor(out["index"]))
+    # an intermediate tensor is readable on both kernel sets, and they agree within a step
+    (conv,) = [d["index"] for d in kept.get_tensor_details() if "conv" in d["name"] and d["shape"][-1] == 8
+               and len(d["shape"]) == 4]
+    on_xnnpack, on_builtin = kept.get_tensor(conv).astype(int), builtin.get_tensor(conv).astype(int)
+    assert on_xnnpack.std() > 0 and np.abs(on_xnnpack - on_builtin).max() <= 1
+    with pytest.raises(ValueError, match="Could not load the TFLite model"):
+        load_interpreter(b"this is not a flatbuffer", preserve_all_tensors=True)

@@ -148,3 +148,8 @@ def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, 
     assert len(ops_rows) == 3, ops_rows
     # each within a step of the file, on the file's own inputs too
     assert all(row.max_steps <= 3.01 and row.local_max_steps <= 1.01 for row in rows.values()), rows
+    # XNNPACK (the default) averages as the Keras model does; the builtin MEAN rounds up, within a step
+    assert mean_rows[0].local_off <= 0.01, mean_rows
+    builtin = {row.name: row for row in compare_layers(qat, path, data, use_xnnpack=False)}
+    assert set(builtin) == set(rows)
+    assert all(row.local_max_steps <= 1.01 for row in builtin.values()), builtin

@@ -23,7 +23,7 @@ import numpy as np
 #: Alignment of constant buffer data in the repacked file.
 BUFFER_ALIGNMENT = 16
 
-__all__ = ["compact", "repack"]
+__all__ = ["compact", "expose_tensors", "repack"]
 
 
 def compact(content):
@@ -70,6 +70,40 @@ def repack(content, share_arrays=True, strip_names=False):
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     packed = bytes(builder.Output())
     return packed if strip_names or len(packed) < len(content) else content
+
+
+def expose_tensors(content):
+    """`content` with the output of every op also an output of its subgraph.
+
+    XNNPACK, the default delegate, keeps no intermediate tensors readable
+    (`experimental_preserve_all_tensors` only works without it); a subgraph
+    output it must write. The ops, their kernels and the values are the same:
+    XNNPACK computes each int8 op into an int8 tensor either way. The
+    signatures keep their outputs.
+
+    Raises:
+        ValueError: as `repack`.
+    """
+    try:
+        import flatbuffers
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError as error:
+        raise _CannotRepack(f"the TFLite flatbuffer schema could not be imported ({error})") from error
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    if any(buffer.offset and buffer.offset > 1 for buffer in model.buffers or ()):
+        raise _CannotRepack("the file keeps its constant data after the flatbuffer (a model over 2 GB)")
+    for subgraph in model.subgraphs or ():
+        outputs = _ints(subgraph.outputs)
+        listed = set(outputs)
+        for operator in subgraph.operators or ():
+            for index in _ints(operator.outputs):
+                if index >= 0 and index not in listed:
+                    outputs.append(index)
+                    listed.add(index)
+        subgraph.outputs = np.asarray(outputs, np.int32)
+    builder = _SharingBuilder(flatbuffers, max(1024, len(content) // 2), share=False)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 class _CannotRepack(ValueError):

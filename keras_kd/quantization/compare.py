@@ -8,8 +8,9 @@ names, nested ones as `outer/inner`), and the two are compared on the same
 inputs. A keras.ops call (`ops.mean`, `x * y`, in a Functional graph or a
 block traced by `quantize_model`) is reported under the quantizer placed after
 it (`mean_1_quant`), matched to the op TensorFlow named in its block's scope
-(`block_se_1/Mean`). The file runs on TFLite's builtin kernels: XNNPACK, the
-default delegate, keeps no intermediate tensors. Drift carries over: a layer one int8 step off shifts every layer after
+(`block_se_1/Mean`). The file runs on XNNPACK, TFLite's default CPU kernels,
+through a copy whose every op output is also a model output (XNNPACK keeps no
+other tensor); `use_xnnpack=False` runs the builtin kernels instead. Drift carries over: a layer one int8 step off shifts every layer after
 it, so the drift of a deep layer grows even where the Keras layer computes what
 the file computes. Each layer is therefore also run on the file's own input
 tensors (its "local" drift): where that is more than a step off, the Keras
@@ -43,12 +44,12 @@ class LayerDrift:
         local_max_steps: the layer run on the file's own input tensors instead
             of the Keras model's, against the file's output, in int8 steps. At
             most 1 where the Keras layer computes what the file's op computes:
-            TFLite's builtin kernels round some values the other way (a few in
-            a thousand for a convolution, up to a quarter for an ADD whose
-            output scale is far from its inputs'; an int8 MEAN rounds up, where
-            XNNPACK and the Keras model round to nearest: measured, 38 % of a
-            squeeze-excite mean a step high). More than 1 points at this layer,
-            not at the drift it was given.
+            the kernels round a few values the other way (on XNNPACK, measured
+            at most 1.6 % of a layer's values on the shipped networks; the
+            builtin kernels' int8 MEAN rounds up, where XNNPACK and the Keras
+            model round to nearest: 38 % of a squeeze-excite mean a step
+            high). More than 1 points at this layer, not at the drift it was
+            given.
             `None` where an input cannot be had from the file (it comes from
             a layer called several times, whose tensors cannot be told apart).
             Where an input comes out of an op the converter fused away, that
@@ -77,10 +78,13 @@ def _is_quantized(layer):
 
 
 def _op_outputs(interpreter):
-    """Tensor indices in the order the ops produce them."""
-    order = []
+    """Tensor indices in the order the ops produce them (once: a delegate's node lists them again)."""
+    order, seen = [], set()
     for op in interpreter._get_ops_details():
-        order.extend(index for index in op["outputs"] if index >= 0)
+        for index in op["outputs"]:
+            if index >= 0 and index not in seen:
+                order.append(index)
+                seen.add(index)
     return order
 
 
@@ -266,7 +270,7 @@ def _local_outputs(model, input_values, file_tensor, prefix, results):
     return [values.get(id(tensor)) for tensor in graph.outputs]
 
 
-def compare_layers(model, tflite_path, x, max_samples=64):
+def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
     """Layer by layer, how far the INT8 file's intermediate tensors are from the Keras QAT model.
 
     Args:
@@ -278,6 +282,10 @@ def compare_layers(model, tflite_path, x, max_samples=64):
             most `max_samples` samples are used). The file's inputs are matched
             to the model's by their signature names, not their order in the file.
         max_samples: how many samples to compare.
+        use_xnnpack: run the file on XNNPACK, TFLite's default CPU kernels
+            (the interpreter reads a copy whose every op output is also a
+            model output, so the values are kept); False runs the builtin
+            kernels, which round some int8 ops differently.
 
     Returns:
         A list of `LayerDrift`, in graph order, for every quantized layer whose
@@ -287,8 +295,7 @@ def compare_layers(model, tflite_path, x, max_samples=64):
         tensor of its own and is left out, as is a keras.ops call the file
         cannot be told to hold (a mean over a 1x1 map, which the converter
         drops). `max_steps` is the drift the file has built up by that layer;
-        `local_max_steps` is the layer's own share of it. The file runs on
-        TFLite's builtin kernels (see `LayerDrift.local_max_steps`).
+        `local_max_steps` is the layer's own share of it.
 
     Raises:
         ValueError: `model` has no quantized layers, or `x` does not fit the
@@ -309,7 +316,7 @@ def compare_layers(model, tflite_path, x, max_samples=64):
             f"{model.name!r} has no quantized layers."
         )
     values = _input_list(model, x, max_samples)
-    interpreter = load_interpreter(tflite_path, preserve_all_tensors=True)
+    interpreter = load_interpreter(tflite_path, use_xnnpack=use_xnnpack, preserve_all_tensors=True)
     inputs = input_details(interpreter)
     if len(inputs) != len(values):
         raise ValueError(
