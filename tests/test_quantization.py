@@ -292,6 +292,67 @@ def test_sequential_and_nested_functional_models_are_quantized(rng):
     assert [type(l).__name__ for l in qat_sequential.layers[1:]] == ["FakeQuant", "QuantizedWeights", "QuantizedWeights"]
 
 
+def _file_biases(path):
+    """`{output tensor name: bias as the file stores it (int32 times its scales), float64}` of a .tflite file."""
+    from keras_kd.interpreter import load_interpreter
+
+    interpreter = load_interpreter(path, use_xnnpack=False, preserve_all_tensors=True)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    biases = {}
+    for op in interpreter._get_ops_details():
+        if len(op["inputs"]) > 2 and op["inputs"][2] >= 0:
+            bias = details[op["inputs"][2]]
+            values = interpreter.get_tensor(bias["index"]).astype(np.float64)
+            biases[details[op["outputs"][0]]["name"]] = (values * bias["quantization_parameters"]["scales"], bias)
+    return biases
+
+
+@pytest.mark.slow
+def test_the_keras_bias_is_the_int32_bias_the_file_stores(tmp_path, rng):
+    from keras_kd.export import to_tflite
+    from keras_kd.quantization.compare import _matches
+
+    model = _small_cnn(softmax=False)
+    for weight in model.weights:  # biases and statistics as after training
+        if weight.path.endswith(("bias", "beta", "moving_mean")):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape))
+    qat = quantize_model(model)
+    x = rng.random((32, 8, 8, 1)).astype(np.float32)
+    for _ in range(3):
+        _train_step_calibration(qat, x)
+    path = str(tmp_path / "int8.tflite")
+    to_tflite(qat, path)
+    biases = _file_biases(path)
+    layers = {layer.name: layer for layer in qat.layers}
+    # each weight layer knows the quantizer that sets its input's scale, through pass-through layers
+    assert layers["relu1"].input_quantizer is layers["image_quant"]
+    assert layers["relu2"].input_quantizer is layers["relu1"].output_quantizer
+    assert layers["pw"].input_quantizer is layers["relu2"].output_quantizer
+    assert layers["conv3"].input_quantizer is layers["add_relu"].output_quantizer
+    # through Flatten, Dropout, MaxPooling and AveragePooling into the Concatenate
+    assert layers["logits"].input_quantizer is layers["concat2"].output_quantizer
+    for name in ("relu2", "pw", "conv3", "logits"):
+        layer = layers[name]
+        kernel, bias = layer.folded_kernel_and_bias()
+        on_grid = layer._bias_on_grid(kernel, bias).numpy()
+        (stored, detail), = [value for tensor, value in biases.items() if _matches(tensor, name)]
+        step = np.asarray(detail["quantization_parameters"]["scales"])
+        integers = np.round(stored / step)
+        # the Keras model adds the file's int32 bias (to float32's precision, 0.0025 of a step at 40,000
+        # steps), where the float bias is up to half a step off it
+        assert np.abs(on_grid / step - integers).max() < 0.01, name
+        assert np.abs(bias.numpy() / step - integers).max() > 0.05, name
+    # found again when the model is loaded: the link is read from the graph, not saved
+    qat.save(str(tmp_path / "qat.keras"))
+    from keras_kd import load_model
+
+    loaded = load_model(str(tmp_path / "qat.keras"))
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    assert all(
+        loaded.get_layer(name).input_quantizer is not None for name in ("relu1", "relu2", "pw", "conv3", "logits")
+    )
+
+
 def test_each_graph_is_planned_once(monkeypatch):
     from keras_kd.quantization import quantize as quantize_module
 

@@ -22,6 +22,7 @@ checkpoints and `BackupAndRestore` keep them. Fake-quant math is float32 even
 when the layer computes in float16 (mixed precision).
 """
 
+import functools
 import dataclasses
 
 import numpy as np
@@ -178,9 +179,22 @@ class FakeQuant(keras.layers.Layer):
             low, high = new_min, new_max
         else:
             low, high = self.min_value, self.max_value
+        low, high = self._floored(low, high)
+        return fake_quant_activations(inputs, low, high, num_bits=self.num_bits)
+
+    def _floored(self, low, high):
         if self.fixed_range is None and self.min_range > 0.0:
             high = tf.maximum(high, low + self.min_range)
-        return fake_quant_activations(inputs, low, high, num_bits=self.num_bits)
+        return low, high
+
+    def scale(self):
+        """The size of one int8 step of the stored range, as TFLite gives the tensor: `(max - min) / 255`.
+
+        Read after this layer's call in a training step, it is the step of the
+        range that call used.
+        """
+        low, high = self._floored(self.min_value, self.max_value)
+        return (high - low) / float(2**self.num_bits - 1)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -198,6 +212,50 @@ class FakeQuant(keras.layers.Layer):
 
 
 # --------------------------------------------------------------------------- kernels
+
+_BOUNDARY = object()  # `_range_owner` reached a model input: the quantizer is in the caller's graph
+
+
+@functools.lru_cache(maxsize=None)
+def _default_registry():
+    from keras_kd.quantization.registry import QuantizeRegistry
+
+    return QuantizeRegistry()
+
+
+def _range_owner(tensor):
+    """The `FakeQuant` whose range gives a symbolic `tensor` its int8 scale, or None where it cannot be told.
+
+    Followed back through ops that keep their input's scale (the registry's
+    pass-through rules: padding, pooling, reshapes) and out of nested models;
+    `_BOUNDARY` where that reaches an input of the graph.
+    """
+    from keras_kd.quantization.graph import is_functional
+
+    registry = _default_registry()
+    while True:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return None
+        operation, node_index, tensor_index = history
+        if isinstance(operation, FakeQuant):
+            return operation
+        if isinstance(operation, _QuantizedWrapper):
+            return operation.output_quantizer
+        if isinstance(operation, _StagedLayer):
+            return operation.quantizers[-1]
+        if is_functional(operation):
+            tensor = keras.tree.flatten(operation.outputs)[tensor_index]
+            continue
+        if isinstance(operation, keras.layers.InputLayer):
+            return _BOUNDARY
+        rule = registry.rule_for(operation)
+        if rule is None or rule.role != "passthrough" or registry.reason(operation) is not None:
+            return None
+        nodes = getattr(operation, "_inbound_nodes", [])
+        if node_index >= len(nodes) or not nodes[node_index].input_tensors:
+            return None
+        tensor = nodes[node_index].input_tensors[0]
 
 
 def _identity(kernel, layer):
@@ -459,9 +517,12 @@ class QuantizedWeights(_QuantizedWrapper):
     The kernel is folded and fake-quantized at every call as TFLite stores it:
     symmetric, narrow range, per output channel for convolutions and per tensor
     for Dense, EinsumDense and Embedding (the layer's `KernelRule` in `KERNELS`).
-    The output is fake-quantized per tensor with a moving-average range, unless
-    `quantize_output=False` (a following Concatenate sets the scale; an
-    Embedding's GATHER keeps its table's scale).
+    The bias is added on the int32 grid the converter stores it on (steps of
+    the input's scale times the weight's), read from the `FakeQuant` that sets
+    the input's scale (`input_quantizer`, found when the layer is placed in a
+    Functional graph). The output is fake-quantized per tensor with a
+    moving-average range, unless `quantize_output=False` (a following
+    Concatenate sets the scale; an Embedding's GATHER keeps its table's scale).
 
     Args:
         layer: the Keras layer to wrap (a class in `KERNELS` or a subclass); its
@@ -504,6 +565,53 @@ class QuantizedWeights(_QuantizedWrapper):
     def _kernel(self):
         return getattr(self.layer, self.kernel_rule.kernel_attribute)
 
+    def __call__(self, *args, **kwargs):
+        if args:
+            self._note_input_quantizer(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def _note_input_quantizer(self, inputs):
+        """Keeps the `FakeQuant` whose range gives `inputs` its int8 scale, found in the graph being built.
+
+        Runs whenever the layer is placed in a Functional graph (by
+        `quantize_model`, and again when a saved model is loaded or cloned, so
+        the link is never serialized and both find the same). A layer whose
+        input comes from outside its own graph (the first layer of a nested
+        model), whose inputs have different quantizers (a shared layer), or
+        whose input no quantizer can be told for keeps none: its bias stays float.
+        """
+        if not isinstance(inputs, keras.KerasTensor) or getattr(inputs, "_keras_history", None) is None:
+            return
+        owner = _range_owner(inputs)
+        if owner is _BOUNDARY:  # a model input: set in the caller's graph, which this layer never sees
+            return
+        # kept outside Keras' tracking: the quantizer is the layer before's, its weights are that layer's
+        owners = self.__dict__.setdefault("_input_quantizers", [])
+        if not any(owner is seen for seen in owners):
+            owners.append(owner)
+
+    @property
+    def input_quantizer(self):
+        """The `FakeQuant` that sets this layer's input scale, as found in its graph; None where not one."""
+        owners = self.__dict__.get("_input_quantizers", [])
+        return owners[0] if len(owners) == 1 else None
+
+    def _bias_on_grid(self, kernel, bias):
+        """`bias` rounded to the int32 grid TFLite stores it on: steps of input scale times weight scale.
+
+        The converter stores the bias as `round(bias / (s_in * s_w))` at that
+        scale; the Keras model adds the same value, so the file's accumulator
+        is the Keras model's (gradients pass straight through the rounding).
+        Without a known input quantizer, the float bias is used.
+        """
+        quantizer = self.input_quantizer
+        if bias is None or quantizer is None or not quantizer.built:
+            return bias
+        axes = list(range(len(kernel.shape) - 1)) if self.kernel_rule.per_channel else None
+        bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+        step = tf.stop_gradient(quantizer.scale() * bound / float(2 ** (self.num_bits - 1) - 1))
+        return bias + tf.stop_gradient(tf.round(bias / step) * step - bias)
+
     def folded_kernel_and_bias(self):
         """The kernel (output channels last) and bias TFLite will store, BN folded, float32."""
         kernel = self.kernel_rule.to_channels_last(tf.cast(self._kernel, tf.float32), self.layer)
@@ -535,6 +643,7 @@ class QuantizedWeights(_QuantizedWrapper):
 
     def call(self, inputs, training=None):
         kernel, bias = self.folded_kernel_and_bias()
+        bias = self._bias_on_grid(kernel, bias)
         kernel = self._quantize(kernel)
         kernel = tf.cast(kernel, self.compute_dtype)
         bias = None if bias is None else tf.cast(bias, self.compute_dtype)
