@@ -54,3 +54,16 @@ def run_example(script, args, cwd, timeout):
         [sys.executable, os.path.join(root, "examples", script), *args],
         cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+def calibrated_int8_file(model, data, path, passes=3):
+    """`quantize_model(model)` with its ranges set by `passes` training-mode passes over `data`, written to
+    an INT8 file at `path` (checked by `to_tflite`); returns the QAT model."""
+    from keras_kd.export import to_tflite
+    from keras_kd.quantization import quantize_model
+
+    qat = quantize_model(model)
+    for _ in range(passes):
+        qat(data, training=True)
+    to_tflite(qat, path)
+    return qat

@@ -10,6 +10,7 @@ if LEGACY_KERAS:  # keras_kd's own quantization is Keras 3 only
 
 from keras_kd import interpreter as interpreter_module  # noqa: E402
 from keras_kd.quantization import compare_layers, quantize_model  # noqa: E402
+from tests.helpers import calibrated_int8_file  # noqa: E402
 
 L = keras.layers
 
@@ -125,18 +126,13 @@ class _SqueezeExcite(keras.layers.Layer):
 
 @pytest.mark.slow
 def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, rng):
-    from keras_kd.export import to_tflite
-
     inputs = keras.Input((8, 8, 3))
     x = _SqueezeExcite(8, name="se")(L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs))
     # on a 1x1 map the converter drops the mean: no tensor of the file is guessed for it
     x = _SqueezeExcite(8, name="se_flat")(L.Conv2D(8, 8, activation="relu", name="to_1x1")(x))
-    qat = quantize_model(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))))
     data = rng.normal(size=(32, 8, 8, 3)).astype("float32")
-    for _ in range(3):
-        qat(data, training=True)
     path = str(tmp_path / "se.tflite")
-    to_tflite(qat, path)
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))), data, path)
     rows = {row.name: row for row in compare_layers(qat, path, data)}
     ops_rows = {name: row for name, row in rows.items() if row.name.rsplit("/", 1)[-1].endswith("_quant")}
     # the quantizers after ops.mean and `*`, named by the layers the user can find, matched to TensorFlow's ops

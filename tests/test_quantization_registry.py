@@ -16,6 +16,7 @@ if LEGACY_KERAS:  # keras_kd's own quantization is Keras 3 only; tf_keras delega
 
 from keras_kd.quantization import ACTIVATIONS, QuantizeRule, float_layers, quantize_model  # noqa: E402
 from keras_kd.quantization.registry import default_rules  # noqa: E402
+from tests.helpers import calibrated_int8_file  # noqa: E402
 
 L = keras.layers
 ops = keras.ops
@@ -366,19 +367,15 @@ def test_networks_people_ship_convert_to_all_int8(name, tmp_path, rng):
 
 @pytest.mark.slow
 def test_compare_layers_finds_the_layer_that_drifts(tmp_path, rng):
-    from keras_kd.export import to_tflite
     from keras_kd.quantization import compare_layers
 
     inputs = _image((16, 16, 3))
     x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
     x = L.Activation("hard_silu", name="hs")(L.Conv2D(8, 3, padding="same", name="c2")(x))
     model = keras.Model(inputs, L.Dense(5, name="logits")(L.GlobalAveragePooling2D(name="gap")(x)))
-    qat = quantize_model(model)
     data = rng.normal(size=(32, 16, 16, 3)).astype("float32")
-    for _ in range(3):
-        qat(data, training=True)
     path = str(tmp_path / "model.tflite")
-    to_tflite(qat, path)
+    qat = calibrated_int8_file(model, data, path)
     rows = {row.name: row for row in compare_layers(qat, path, data)}
     assert list(rows) == ["c1", "c2", "hs", "gap", "logits"]
     assert all(row.max_steps <= 3.01 for row in rows.values()), rows  # rounding only

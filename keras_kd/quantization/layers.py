@@ -22,8 +22,8 @@ checkpoints and `BackupAndRestore` keep them. Fake-quant math is float32 even
 when the layer computes in float16 (mixed precision).
 """
 
-import functools
 import dataclasses
+import functools
 
 import numpy as np
 
