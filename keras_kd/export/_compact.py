@@ -56,19 +56,10 @@ def repack(content, share_arrays=True, strip_names=False):
         ValueError: the file keeps constant data after the flatbuffer (models
             over 2 GB), or the TFLite schema module is missing.
     """
-    try:
-        import flatbuffers
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError as error:  # the schema ships with TensorFlow
-        raise _CannotRepack(f"the TFLite flatbuffer schema could not be imported ({error})") from error
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    if any(buffer.offset and buffer.offset > 1 for buffer in model.buffers or ()):
-        raise _CannotRepack("the file keeps its constant data after the flatbuffer (a model over 2 GB)")
+    model = _unpack(content)
     if strip_names:
         _strip_names(model)
-    builder = _SharingBuilder(flatbuffers, max(1024, len(content) // 2), share_arrays)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    packed = bytes(builder.Output())
+    packed = _pack(model, len(content), share_arrays)
     return packed if strip_names or len(packed) < len(content) else content
 
 
@@ -84,14 +75,7 @@ def expose_tensors(content):
     Raises:
         ValueError: as `repack`.
     """
-    try:
-        import flatbuffers
-        from tensorflow.lite.python import schema_py_generated as schema
-    except ImportError as error:
-        raise _CannotRepack(f"the TFLite flatbuffer schema could not be imported ({error})") from error
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    if any(buffer.offset and buffer.offset > 1 for buffer in model.buffers or ()):
-        raise _CannotRepack("the file keeps its constant data after the flatbuffer (a model over 2 GB)")
+    model = _unpack(content)
     for subgraph in model.subgraphs or ():
         outputs = _ints(subgraph.outputs)
         listed = set(outputs)
@@ -101,7 +85,26 @@ def expose_tensors(content):
                     outputs.append(index)
                     listed.add(index)
         subgraph.outputs = np.asarray(outputs, np.int32)
-    builder = _SharingBuilder(flatbuffers, max(1024, len(content) // 2), share=False)
+    return _pack(model, len(content), share=False)
+
+
+def _unpack(content):
+    """The file's flatbuffer as the schema's object tree; `_CannotRepack` where it cannot be written again."""
+    try:
+        import flatbuffers  # noqa: F401 - `_pack` writes with it
+        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError as error:  # both ship with TensorFlow
+        raise _CannotRepack(f"the TFLite flatbuffer schema could not be imported ({error})") from error
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    if any(buffer.offset and buffer.offset > 1 for buffer in model.buffers or ()):
+        raise _CannotRepack("the file keeps its constant data after the flatbuffer (a model over 2 GB)")
+    return model
+
+
+def _pack(model, size, share):
+    import flatbuffers
+
+    builder = _SharingBuilder(flatbuffers, max(1024, size // 2), share)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
