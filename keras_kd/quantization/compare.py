@@ -10,9 +10,11 @@ block traced by `quantize_model`) is reported under the quantizer placed after
 it (`mean_1_quant`), matched to the op TensorFlow named in its block's scope
 (`block_se_1/Mean`). The file runs on XNNPACK, TFLite's default CPU kernels,
 through a copy whose every op output is also a model output (XNNPACK keeps no
-other tensor); `use_xnnpack=False` runs the builtin kernels instead. Drift carries over: a layer one int8 step off shifts every layer after
-it, so the drift of a deep layer grows even where the Keras layer computes what
-the file computes. Each layer is therefore also run on the file's own input
+other tensor); `use_xnnpack=False` runs the builtin kernels instead.
+
+Drift carries over: a layer one int8 step off shifts every layer after it, so
+the drift of a deep layer grows even where the Keras layer computes what the
+file computes. Each layer is therefore also run on the file's own input
 tensors (its "local" drift): where that is more than a step off, the Keras
 layer itself does not compute what the file's op computes.
 """
