@@ -338,9 +338,12 @@ def test_the_keras_bias_is_the_int32_bias_the_file_stores(tmp_path, rng):
         (stored, detail), = [value for tensor, value in biases.items() if _matches(tensor, name)]
         step = np.asarray(detail["quantization_parameters"]["scales"])
         integers = np.round(stored / step)
-        # the Keras model adds the file's int32 bias (to float32's precision, 0.0025 of a step at 40,000
-        # steps), where the float bias is up to half a step off it
-        assert np.abs(on_grid / step - integers).max() < 0.01, name
+        # The Keras model adds the file's int32 bias, where the float bias is up to half a step off it. Both
+        # are float32 (0.0025 of a step at 40,000 steps): a bias that close to a tie may land one int32 step
+        # away from the converter's double-precision rounding, a thousandth of an output step.
+        fraction = bias.numpy() / step - np.floor(bias.numpy() / step)
+        clear_of_ties = np.abs(fraction - 0.5) > 0.01
+        assert np.abs(on_grid / step - integers)[clear_of_ties].max() < 0.01, name
         assert np.abs(bias.numpy() / step - integers).max() > 0.05, name
     # found again when the model is loaded: the link is read from the graph, not saved
     qat.save(str(tmp_path / "qat.keras"))

@@ -602,7 +602,10 @@ class QuantizedWeights(_QuantizedWrapper):
         The converter stores the bias as `round(bias / (s_in * s_w))` at that
         scale; the Keras model adds the same value, so the file's accumulator
         is the Keras model's (gradients pass straight through the rounding).
-        Without a known input quantizer, the float bias is used.
+        The grid is computed in float32, the converter's in float64: a bias
+        within float32's precision of a tie (measured: 0.75 % of the channels
+        of a MobileNetV3Large) lands one int32 step away, about a thousandth of
+        an output step. Without a known input quantizer, the float bias is used.
         """
         quantizer = self.input_quantizer
         if bias is None or quantizer is None or not quantizer.built:
