@@ -9,7 +9,7 @@ if LEGACY_KERAS:  # keras_kd's own quantization is Keras 3 only
     pytest.skip("Keras 3 quantization path", allow_module_level=True)
 
 from keras_kd import interpreter as interpreter_module  # noqa: E402
-from keras_kd.quantization import compare_layers, quantize_model  # noqa: E402
+from keras_kd.quantization import FakeQuant, compare_layers, quantize_model  # noqa: E402
 from tests.helpers import calibrated_int8_file  # noqa: E402
 
 L = keras.layers
@@ -128,7 +128,7 @@ class _SqueezeExcite(keras.layers.Layer):
 def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, rng):
     inputs = keras.Input((8, 8, 3))
     x = _SqueezeExcite(8, name="se")(L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs))
-    # on a 1x1 map the converter drops the mean: no tensor of the file is guessed for it
+    # on a 1x1 map the converter drops the mean, scale and all: the QAT model gives it no quantizer either
     x = _SqueezeExcite(8, name="se_flat")(L.Conv2D(8, 8, activation="relu", name="to_1x1")(x))
     data = rng.normal(size=(32, 8, 8, 3)).astype("float32")
     path = str(tmp_path / "se.tflite")
@@ -142,6 +142,8 @@ def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, 
     assert sorted(row.name.split("/")[0] for row in mul_rows) == ["se", "se_flat"], ops_rows
     assert all("se_1/" in row.tensor for row in mean_rows + mul_rows if row.name.startswith("se/"))
     assert len(ops_rows) == 3, ops_rows
+    assert not any(isinstance(layer, FakeQuant) and layer.name.startswith("mean")
+                   for layer in qat.get_layer("se_flat").layers)
     # each within a step of the file, on the file's own inputs too
     assert all(row.max_steps <= 3.01 and row.local_max_steps <= 1.01 for row in rows.values()), rows
     # XNNPACK (the default) averages as the Keras model does; the builtin MEAN rounds up, within a step

@@ -492,3 +492,25 @@ def test_the_rewrite_cache_keeps_the_models_it_is_keyed_by():
     assert id(kept) == key and kept_rebuild is rebuilt  # the keyed model is still alive: its id cannot be reused
     second = block(8)
     assert canonicalizer.model(second).output.shape[-1] == 8
+
+
+def test_a_mean_over_single_values_passes_its_input_scale_on():
+    from keras.src.ops import numpy as np_ops
+
+    from keras_kd.quantization.registry import averages_single_values
+
+    keepdims = L.GlobalAveragePooling2D(keepdims=True)
+    assert averages_single_values(keepdims, (None, 1, 1, 4))
+    assert averages_single_values(np_ops.Mean(axis=(1, 2), keepdims=True), (None, 1, 1, 4))
+    # a real average, or a MEAN that drops its axes (the converter keeps those), has a scale of its own
+    assert not averages_single_values(keepdims, (None, 4, 4, 4))
+    assert not averages_single_values(L.GlobalAveragePooling2D(), (None, 1, 1, 4))
+    assert not averages_single_values(np_ops.Mean(axis=None, keepdims=True), (None, 1, 1, 4))
+    # the converter drops it as the identity, so the QAT model gives it no quantizer, and the
+    # convolution after it takes its bias grid from the layer before
+    inputs = _image((4, 4, 3))
+    x = L.Conv2D(8, 4, activation="relu", name="to_1x1")(inputs)
+    x = L.Conv2D(4, 1, name="squeeze")(L.GlobalAveragePooling2D(keepdims=True, name="gap")(x))
+    qat = quantize_model(keras.Model(inputs, x))
+    assert type(qat.get_layer("gap")) is L.GlobalAveragePooling2D
+    assert qat.get_layer("squeeze").input_quantizer is qat.get_layer("to_1x1").output_quantizer

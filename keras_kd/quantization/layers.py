@@ -227,7 +227,8 @@ def _range_owner(tensor):
     """The `FakeQuant` whose range gives a symbolic `tensor` its int8 scale, or None where it cannot be told.
 
     Followed back through ops that keep their input's scale (the registry's
-    pass-through rules: padding, pooling, reshapes) and out of nested models;
+    pass-through rules: padding, pooling, reshapes; a mean the converter drops)
+    and out of nested models;
     `_BOUNDARY` where that reaches an input of the graph.
     """
     from keras_kd.quantization.graph import is_functional
@@ -249,13 +250,12 @@ def _range_owner(tensor):
             continue
         if isinstance(operation, keras.layers.InputLayer):
             return _BOUNDARY
-        rule = registry.rule_for(operation)
-        if rule is None or rule.role != "passthrough" or registry.reason(operation) is not None:
-            return None
         nodes = getattr(operation, "_inbound_nodes", [])
         if node_index >= len(nodes) or not nodes[node_index].input_tensors:
             return None
         tensor = nodes[node_index].input_tensors[0]
+        if not registry.keeps_input_scale(operation, tensor.shape):
+            return None
 
 
 def _identity(kernel, layer):

@@ -139,6 +139,8 @@ class _Placer:
             role = rule.role
             if role == "activation" and ACTIVATIONS[rule.activation(operation)].kind == "identity":
                 role = "passthrough"
+            if role == "output" and self.registry.keeps_input_scale(operation, node.input_tensors[0].shape):
+                role = "passthrough"  # a mean the converter drops: a quantizer of its own would requantize
             step = _Step(node, role, rule)
             shared = graph.is_shared(operation)
             if role == "weights":

@@ -348,12 +348,44 @@ class QuantizeRegistry:
         """The rule for `operation`'s exact class, or None."""
         return self.rules.get(type(operation))
 
+    def keeps_input_scale(self, operation, input_shape):
+        """Whether `operation`'s int8 op passes its input's scale on: a pass-through rule, or a mean the
+        converter drops (`averages_single_values`)."""
+        rule = self.rule_for(operation)
+        if rule is None or self.reason(operation) is not None:
+            return False
+        return rule.role == "passthrough" or (rule.role == "output" and averages_single_values(operation, input_shape))
+
     def reason(self, operation):
         """Why `operation` cannot be quantized, or None when a rule covers it."""
         rule = self.rule_for(operation)
         if rule is None:
             return None if _traceable(operation) else "no quantization rule for this type"
         return rule.reason(operation)
+
+
+def averages_single_values(operation, input_shape):
+    """Whether `operation` is a mean over axes of size 1 that keeps them (a squeeze-excite mean on a 1x1 map).
+
+    The converter drops such a MEAN as the identity, and its output
+    quantization with it: the op keeps its input's scale, as a pass-through op.
+    (Without `keepdims` it stays a MEAN with a scale of its own.)
+    """
+    from keras.src.ops import numpy as np_ops
+
+    layers = keras.layers
+    if isinstance(operation, np_ops.Mean):
+        axis, keepdims = operation.axis, operation.keepdims
+    elif isinstance(operation, (layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D)):
+        keepdims = operation.keepdims
+        spatial = 1 if isinstance(operation, layers.GlobalAveragePooling1D) else 2
+        axis = tuple(range(1, 1 + spatial)) if operation.data_format == "channels_last" else None
+    else:
+        return False
+    if not keepdims or axis is None or input_shape is None:
+        return False
+    rank = len(input_shape)
+    return all(input_shape[a % rank] == 1 for a in ((axis,) if isinstance(axis, int) else axis))
 
 
 def _traceable(operation):
