@@ -228,8 +228,8 @@ def _range_owner(tensor):
 
     Followed back through ops that keep their input's scale (the registry's
     pass-through rules: padding, pooling, reshapes; a mean the converter drops)
-    and out of nested models;
-    `_BOUNDARY` where that reaches an input of the graph.
+    and out of nested models; `_BOUNDARY` where that reaches an input of the
+    graph.
     """
     from keras_kd.quantization.graph import is_functional
 
