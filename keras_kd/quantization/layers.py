@@ -30,7 +30,7 @@ import numpy as np
 from keras_kd.backend import keras, tf
 from keras_kd.quantization.activations import ACTIVATIONS
 from keras_kd.quantization.folding import fold_batch_norm
-from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights
+from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights, weight_bound
 
 __all__ = [
     "FakeQuant",
@@ -610,8 +610,7 @@ class QuantizedWeights(_QuantizedWrapper):
         quantizer = self.input_quantizer
         if bias is None or quantizer is None or not quantizer.built:
             return bias
-        axes = list(range(len(kernel.shape) - 1)) if self.kernel_rule.per_channel else None
-        bound = tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8)
+        bound = weight_bound(kernel, per_channel=self.kernel_rule.per_channel)
         step = tf.stop_gradient(quantizer.scale() * bound / float(2 ** (self.num_bits - 1) - 1))
         return bias + tf.stop_gradient(tf.round(bias / step) * step - bias)
 

@@ -135,8 +135,7 @@ def fake_quant_weights(kernel, channel_axis=None, num_bits=8):
     _check_num_bits(num_bits)
     kernel = tf.cast(kernel, tf.float32)
     if channel_axis is None:
-        bound = tf.reduce_max(tf.abs(kernel))
-        bound = tf.stop_gradient(tf.maximum(bound, 1e-8))
+        bound = weight_bound(kernel)
         return tf.quantization.fake_quant_with_min_max_vars(
             kernel, -bound, bound, num_bits=num_bits, narrow_range=True
         )
@@ -146,11 +145,17 @@ def fake_quant_weights(kernel, channel_axis=None, num_bits=8):
             f"channel_axis must be the last axis ({rank - 1} or -1) for a rank-{rank} kernel, got "
             f"{channel_axis!r}. Move the channel axis last before quantizing."
         )
-    bound = tf.reduce_max(tf.abs(kernel), axis=list(range(rank - 1)))
-    bound = tf.stop_gradient(tf.maximum(bound, 1e-8))
+    bound = weight_bound(kernel, per_channel=True)
     return tf.quantization.fake_quant_with_min_max_vars_per_channel(
         kernel, -bound, bound, num_bits=num_bits, narrow_range=True
     )
+
+
+def weight_bound(kernel, per_channel=False):
+    """`b` of the symmetric range `[-b, b]` TFLite quantizes a float32 kernel to: `max |w|` over the tensor,
+    or per output channel (the last axis), at least 1e-8; no gradient. The int8 step is `b / 127`."""
+    axes = list(range(kernel.shape.rank - 1)) if per_channel else None
+    return tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(kernel), axis=axes), 1e-8))
 
 
 def fake_quant_activations(values, min_value, max_value, num_bits=8):
