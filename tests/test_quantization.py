@@ -356,6 +356,81 @@ def test_the_keras_bias_is_the_int32_bias_the_file_stores(tmp_path, rng):
     )
 
 
+def _nested_cnn():
+    """A stem, a block whose first convolution reads the block's input, a block inside it reading its own
+    input through padding, and a block made only of pooling, whose output feeds the head."""
+    inner_input = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_input, L.Conv2D(4, 3, name="inner_conv")(L.ZeroPadding2D(1)(inner_input)), name="inner")
+    block_input = keras.Input((8, 8, 4))
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="block_conv")(block_input)
+    x = L.Add(name="block_add")([x, inner(L.ZeroPadding2D(0, name="block_pad")(block_input))])
+    block = keras.Model(block_input, x, name="block")
+    pool_input = keras.Input((8, 8, 4))
+    pool = keras.Model(pool_input, L.MaxPooling2D(2)(pool_input), name="pool")
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(4, 3, padding="same", activation="relu", name="stem")(inputs)
+    x = block(x)
+    x = L.Conv2D(4, 1, name="head_conv")(pool(x))
+    return keras.Model(inputs, L.Dense(3, name="logits")(L.Flatten()(x)), name="nested")
+
+
+@pytest.mark.slow
+def test_a_nested_models_first_layers_add_their_bias_on_the_callers_grid(tmp_path, rng):
+    from keras_kd import load_model
+    from keras_kd.export import to_tflite
+    from keras_kd.quantization.compare import _matches
+    from keras_kd.quantization.layers import QuantizedSubmodel
+
+    model = _nested_cnn()
+    for weight in model.weights:
+        if weight.path.endswith("bias"):
+            weight.assign(rng.normal(0.0, 0.1, weight.shape))
+    qat = quantize_model(model)
+    x = rng.random((32, 8, 8, 1)).astype(np.float32)
+    for _ in range(3):
+        _train_step_calibration(qat, x)
+
+    def found(current):
+        block = current.get_layer("block")
+        assert isinstance(block, QuantizedSubmodel)
+        stem = current.get_layer("stem").output_quantizer
+        # out of the block into the caller's graph; out of the inner block through the padding, twice
+        assert block.get_layer("block_conv").input_quantizer is stem
+        assert block.get_layer("inner").get_layer("inner_conv").input_quantizer is stem
+        # into the pooling block from its output and out again at its input
+        assert current.get_layer("head_conv").input_quantizer is block.get_layer("block_add").output_quantizer
+
+    found(qat)
+    path = str(tmp_path / "int8.tflite")
+    to_tflite(qat, path)
+    biases = _file_biases(path)
+    block = qat.get_layer("block")
+    for scope, layer in (("block", block.get_layer("block_conv")), ("block/inner", block.get_layer("inner").get_layer("inner_conv"))):
+        kernel, bias = layer.folded_kernel_and_bias()
+        on_grid = layer._bias_on_grid(kernel, bias).numpy()
+        (stored, detail), = [v for tensor, v in biases.items() if _matches(tensor, f"{scope}/{layer.name}")]
+        step = np.asarray(detail["quantization_parameters"]["scales"])
+        clear_of_ties = np.abs(bias.numpy() / step - np.floor(bias.numpy() / step) - 0.5) > 0.01
+        assert np.abs(on_grid / step - np.round(stored / step))[clear_of_ties].max() < 0.01, layer.name
+        assert np.abs(bias.numpy() / step - np.round(stored / step)).max() > 0.05, layer.name
+    # found again when the outer model is loaded or cloned: each nested model links itself when called
+    qat.save(str(tmp_path / "qat.keras"))
+    loaded = load_model(str(tmp_path / "qat.keras"))
+    found(loaded)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    found(keras.models.clone_model(loaded))
+
+
+def test_a_nested_model_called_on_two_scales_keeps_a_float_bias():
+    block_input = keras.Input((4,))
+    block = keras.Model(block_input, L.Dense(2, name="shared_dense")(block_input), name="block")
+    inputs = keras.Input((4,), name="features")
+    a = L.Dense(4, name="a")(inputs)
+    b = L.Dense(4, name="b")(inputs)
+    qat = quantize_model(keras.Model(inputs, L.Concatenate()([block(a), block(b)])))
+    assert qat.get_layer("block").get_layer("shared_dense").input_quantizer is None
+
+
 def test_each_graph_is_planned_once(monkeypatch):
     from keras_kd.quantization import quantize as quantize_module
 
@@ -656,6 +731,8 @@ def test_public_surface_is_pinned():
             "QuantizedActivation",
             "QuantizedAffine",
             "QuantizedOutput",
+            "QuantizedAveragePooling",
+            "QuantizedSubmodel",
             "fold_batch_norm",
             "fake_quant_weights",
             "fake_quant_activations",
@@ -664,3 +741,18 @@ def test_public_surface_is_pinned():
     assert {"Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalization", "Add", "Concatenate"} <= set(
         quantization.supported_layer_types()
     )
+
+
+def test_round_average_is_the_int8_kernels_integer_arithmetic(rng):
+    from keras_kd.quantization.quantizers import quantization_params, round_average
+
+    low, high = -0.7, 1.9
+    scale, zero_point, _, _ = quantization_params(low, high)
+    for count in (2, 3, 4, 9, 49):
+        q = rng.integers(-128, 128, size=(2000, count))
+        total = q.sum(axis=1)
+        # AVERAGE_POOL_2D: (sum + n / 2) / n for a positive sum, (sum - n / 2) / n for a negative one, in C
+        expected = np.sign(total) * ((np.abs(total) + count // 2) // count)
+        averages = ((q - zero_point) * scale).mean(axis=1).astype(np.float32)
+        got = round_average(tf.constant(averages), low, high).numpy()
+        np.testing.assert_array_equal(np.round(got / scale + zero_point), expected, err_msg=f"{count} values")

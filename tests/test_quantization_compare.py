@@ -151,3 +151,31 @@ def test_compare_layers_reports_the_keras_ops_calls_of_a_traced_block(tmp_path, 
     builtin = {row.name: row for row in compare_layers(qat, path, data, use_xnnpack=False)}
     assert set(builtin) == set(rows)
     assert all(row.local_max_steps <= 1.01 for row in builtin.values()), builtin
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_xnnpack", [True, False])
+def test_an_average_pool_rounds_as_the_int8_kernel_does(tmp_path, rng, use_xnnpack):
+    from keras_kd.quantization import QuantizedAveragePooling
+
+    inputs = keras.Input((12, 3))
+    x = L.Conv1D(8, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = L.AveragePooling1D(2, name="pool")(x)
+    x = L.Conv1D(8, 3, padding="same", name="conv_b")(x)
+    data = rng.normal(size=(32, 12, 3)).astype("float32")
+    path = str(tmp_path / "pool.tflite")
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))), data, path)
+    pool = qat.get_layer("pool")
+    assert isinstance(pool, QuantizedAveragePooling)
+    assert pool.input_quantizer is qat.get_layer("conv_a").output_quantizer
+    # half the averages of two int8 values fall between two steps: the rounding decides them
+    before = keras.Model(qat.input, pool.input)(data)
+    averaged = pool.layer(before).numpy()
+    rounded = pool(before).numpy()
+    assert np.mean(np.abs(rounded - averaged) > 1e-6) > 0.1
+    # the pool's row: on the file's own inputs, every average is the one the file's AVERAGE_POOL_2D wrote
+    # (unrounded, a fifth are half a step off), on both kernel sets
+    rows = {row.name: row for row in compare_layers(qat, path, data, use_xnnpack=use_xnnpack)}
+    assert rows["pool"].local_off == 0.0 and rows["pool"].local_max_steps < 0.01, rows["pool"]
+    if use_xnnpack:  # and on XNNPACK the whole model computes what the file computes
+        assert all(row.max_steps < 0.01 for row in rows.values()), rows

@@ -333,6 +333,14 @@ def _run_converter(model, specs, quantization, io_dtype, calibration, allow_sele
             raise
 
 
+def _converting():
+    if LEGACY_KERAS:
+        return contextlib.nullcontext()
+    from keras_kd.quantization.layers import converting
+
+    return converting()
+
+
 @contextlib.contextmanager
 def _saved_model_dir(model, specs):
     """Exports `model` as a SavedModel with an explicit serving signature; yields the folder."""
@@ -341,25 +349,27 @@ def _saved_model_dir(model, specs):
         model(zeros[0] if len(zeros) == 1 else zeros, training=False)
     folder = _files.make_temporary_folder("keras_kd_export_")
     try:
-        signature = [
-            tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{index}")
-            for index, (_, shape, dtype) in enumerate(specs)
-        ]
-        if LEGACY_KERAS:
-            if len(signature) == 1:
-                function = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        # layers that simulate a rounding the int8 kernel does itself leave it to the kernel
+        with _converting():
+            signature = [
+                tf.TensorSpec(shape, tf.as_dtype(dtype), name=f"input_{index}")
+                for index, (_, shape, dtype) in enumerate(specs)
+            ]
+            if LEGACY_KERAS:
+                if len(signature) == 1:
+                    function = tf.function(lambda x: model(x, training=False), input_signature=signature)
+                else:
+                    function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=signature)
+                tf.saved_model.save(model, folder, signatures={"serving_default": function.get_concrete_function()})
             else:
-                function = tf.function(lambda *xs: model(list(xs), training=False), input_signature=signature)
-            tf.saved_model.save(model, folder, signatures={"serving_default": function.get_concrete_function()})
-        else:
-            # Keras 3: the ExportArchive tracks the variables, so the converter sees them as constants
-            archive = keras.export.ExportArchive()
-            archive.track(model)
-            if len(signature) == 1:
-                archive.add_endpoint("serve", lambda x: model(x, training=False), signature)
-            else:
-                archive.add_endpoint("serve", lambda xs: model(xs, training=False), [signature])
-            archive.write_out(folder, verbose=False)
+                # Keras 3: the ExportArchive tracks the variables, so the converter sees them as constants
+                archive = keras.export.ExportArchive()
+                archive.track(model)
+                if len(signature) == 1:
+                    archive.add_endpoint("serve", lambda x: model(x, training=False), signature)
+                else:
+                    archive.add_endpoint("serve", lambda xs: model(xs, training=False), [signature])
+                archive.write_out(folder, verbose=False)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -26,7 +26,9 @@ from keras_kd.quantization.layers import (
     FakeQuant,
     QuantizedActivation,
     QuantizedAffine,
+    QuantizedAveragePooling,
     QuantizedOutput,
+    QuantizedSubmodel,
     QuantizedWeights,
 )
 from keras_kd.quantization.quantize import float_layers, is_quantization_aware, quantize_model
@@ -49,6 +51,8 @@ __all__ = [
     "QuantizedActivation",
     "QuantizedAffine",
     "QuantizedOutput",
+    "QuantizedAveragePooling",
+    "QuantizedSubmodel",
     "fold_batch_norm",
     "fake_quant_weights",
     "fake_quant_activations",

@@ -81,7 +81,7 @@ def _new_inputs(graph):
     return inputs
 
 
-def rebuild(graph, emit, input_hook=None, output_hook=None):
+def rebuild(graph, emit, input_hook=None, output_hook=None, model_class=None):
     """Builds a new model from `graph`, asking `emit` for each node's new outputs.
 
     Args:
@@ -94,6 +94,7 @@ def rebuild(graph, emit, input_hook=None, output_hook=None):
             new model input before the nodes read it (an input quantizer).
         output_hook: optional `(old output, new output) -> tensor` applied to
             each model output (an output quantizer).
+        model_class: the Functional class to build (`keras.Model` by default).
 
     Returns:
         The new `keras.Model`, named like the old one, with the same input and
@@ -119,7 +120,7 @@ def rebuild(graph, emit, input_hook=None, output_hook=None):
         new_outputs = new_outputs[0]
     if isinstance(new_inputs, list) and len(new_inputs) == 1:
         new_inputs = new_inputs[0]
-    return keras.Model(new_inputs, new_outputs, name=model.name)
+    return (model_class or keras.Model)(new_inputs, new_outputs, name=model.name)
 
 
 def call_node(node, operation, tensors, replace=None):

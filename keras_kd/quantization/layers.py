@@ -22,15 +22,17 @@ checkpoints and `BackupAndRestore` keep them. Fake-quant math is float32 even
 when the layer computes in float16 (mixed precision).
 """
 
+import contextlib
 import dataclasses
 import functools
+import threading
 
 import numpy as np
 
 from keras_kd.backend import keras, tf
 from keras_kd.quantization.activations import ACTIVATIONS
 from keras_kd.quantization.folding import fold_batch_norm
-from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights, weight_bound
+from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights, round_average, weight_bound
 
 __all__ = [
     "FakeQuant",
@@ -38,7 +40,10 @@ __all__ = [
     "QuantizedActivation",
     "QuantizedAffine",
     "QuantizedOutput",
+    "QuantizedAveragePooling",
+    "QuantizedSubmodel",
     "KernelRule",
+    "converting",
     "KERNELS",
     "FUSED_ACTIVATIONS",
 ]
@@ -50,6 +55,25 @@ _DEFAULT_EMA_DECAY = 0.99
 #: The narrowest tracked range: a tensor that is (almost) always 0 would otherwise get a scale
 #: near 1e-9, which XNNPACK refuses (it needs input scale * weight scale / output scale < 256).
 _DEFAULT_MIN_RANGE = 1e-2
+
+
+_CONVERTING = threading.local()
+
+
+@contextlib.contextmanager
+def converting():
+    """While active, layers that simulate a rounding the int8 kernel does by itself leave it to the kernel.
+
+    `keras_kd.export.to_tflite` traces the model for the converter under it:
+    `QuantizedAveragePooling`'s rounding ops would otherwise stay in the file
+    as float ops, where AVERAGE_POOL_2D rounds the same way in int8.
+    """
+    previous = getattr(_CONVERTING, "active", False)
+    _CONVERTING.active = True
+    try:
+        yield
+    finally:
+        _CONVERTING.active = previous
 
 
 def _apply_activation(values, activation):
@@ -192,6 +216,13 @@ class FakeQuant(keras.layers.Layer):
 
         Read after this layer's call in a training step, it is the step of the
         range that call used.
+
+        Example:
+
+        >>> quantizer = FakeQuant(initial_range=(0.0, 2.55))
+        >>> _ = quantizer(tf.zeros((1, 4)))
+        >>> round(float(quantizer.scale()), 6)
+        0.01
         """
         low, high = self._floored(self.min_value, self.max_value)
         return (high - low) / float(2**self.num_bits - 1)
@@ -213,7 +244,13 @@ class FakeQuant(keras.layers.Layer):
 
 # --------------------------------------------------------------------------- kernels
 
-_BOUNDARY = object()  # `_range_owner` reached a model input: the quantizer is in the caller's graph
+class _GraphInput:
+    """Where `_range_owner` stopped: an input of the graph being built, whose quantizer is in the caller's graph."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor):
+        self.tensor = tensor
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,17 +260,32 @@ def _default_registry():
     return QuantizeRegistry()
 
 
+def _caller_input(model, node_index, inner_input):
+    """The tensor of `model`'s call node `node_index` that feeds its input `inner_input`; None where not told."""
+    inputs = keras.tree.flatten(model.inputs)
+    nodes = getattr(model, "_inbound_nodes", [])
+    if node_index >= len(nodes):
+        return None
+    given = nodes[node_index].input_tensors
+    layer = inner_input._keras_history[0]
+    positions = [i for i, tensor in enumerate(inputs) if tensor._keras_history[0] is layer]
+    if len(positions) != 1 or len(given) != len(inputs):
+        return None
+    return given[positions[0]]
+
+
 def _range_owner(tensor):
     """The `FakeQuant` whose range gives a symbolic `tensor` its int8 scale, or None where it cannot be told.
 
     Followed back through ops that keep their input's scale (the registry's
-    pass-through rules: padding, pooling, reshapes; a mean the converter drops)
-    and out of nested models; `_BOUNDARY` where that reaches an input of the
-    graph.
+    pass-through rules: padding, pooling, reshapes; a mean the converter drops),
+    into nested models and out again; a `_GraphInput` where that reaches an
+    input of the graph the walk started in.
     """
     from keras_kd.quantization.graph import is_functional
 
     registry = _default_registry()
+    callers = []  # (nested model, its call node) the walk went into from an output
     while True:
         history = getattr(tensor, "_keras_history", None)
         if history is None:
@@ -245,11 +297,18 @@ def _range_owner(tensor):
             return operation.output_quantizer
         if isinstance(operation, _StagedLayer):
             return operation.quantizers[-1]
+        if isinstance(operation, QuantizedAveragePooling):  # keeps its input's scale
+            tensor = operation._inbound_nodes[node_index].input_tensors[0]
+            continue
         if is_functional(operation):
+            callers.append((operation, node_index))
             tensor = keras.tree.flatten(operation.outputs)[tensor_index]
             continue
         if isinstance(operation, keras.layers.InputLayer):
-            return _BOUNDARY
+            if not callers:
+                return _GraphInput(tensor)
+            tensor = _caller_input(*callers.pop(), tensor)
+            continue
         nodes = getattr(operation, "_inbound_nodes", [])
         if node_index >= len(nodes) or not nodes[node_index].input_tensors:
             return None
@@ -445,6 +504,51 @@ def kernel_rule(layer):
 # --------------------------------------------------------------------------- wrappers
 
 
+class _ReadsInputScale:
+    """A layer that, when placed in a Functional graph, finds the `FakeQuant` that sets its input's int8 scale."""
+
+    def __call__(self, *args, **kwargs):
+        if args:
+            self._note_input_quantizer(args[0])
+        return super().__call__(*args, **kwargs)
+
+    def _note_input_quantizer(self, inputs):
+        """Keeps the `FakeQuant` whose range gives `inputs` its int8 scale, found in the graph being built.
+
+        Runs whenever the layer is placed in a Functional graph (by
+        `quantize_model`, and again when a saved model is loaded or cloned, so
+        the link is never serialized and both find the same). Where `inputs`
+        comes from an input of that graph (the first layer of a nested model),
+        the quantizer is found when the nested model is called in its caller's
+        graph (`QuantizedSubmodel`). A layer whose inputs have different
+        quantizers (a shared layer or nested model) or whose input no quantizer
+        can be told for keeps none: a bias stays float, an average unrounded.
+        """
+        if not isinstance(inputs, keras.KerasTensor) or getattr(inputs, "_keras_history", None) is None:
+            return
+        owner = _range_owner(inputs)
+        # kept outside Keras' tracking: the quantizer is the layer before's, its weights are that layer's
+        if isinstance(owner, _GraphInput):
+            found = self.__dict__.setdefault("_graph_inputs", [])
+            if not any(owner.tensor is seen for seen in found):
+                found.append(owner.tensor)
+            return
+        owners = self.__dict__.setdefault("_input_quantizers", [])
+        if not any(owner is seen for seen in owners):
+            owners.append(owner)
+
+    def _link_graph_input(self, graph_input, caller_tensor):
+        """Follows `graph_input`, an input of this layer's graph, to `caller_tensor` feeding it in the caller's graph."""
+        if any(graph_input is seen for seen in self.__dict__.get("_graph_inputs", [])):
+            self._note_input_quantizer(caller_tensor)
+
+    @property
+    def input_quantizer(self):
+        """The `FakeQuant` that sets this layer's input scale, as found in its graph; None where not one."""
+        owners = self.__dict__.get("_input_quantizers", [])
+        return owners[0] if len(owners) == 1 else None
+
+
 class _QuantizedWrapper(keras.layers.Layer):
     """Shared plumbing: an inner layer, a fused activation and an optional output quantizer."""
 
@@ -511,7 +615,7 @@ class _QuantizedWrapper(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
-class QuantizedWeights(_QuantizedWrapper):
+class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
     """A weight layer (+ folded BatchNormalization + fused ReLU) with int8 fake quantization.
 
     The kernel is folded and fake-quantized at every call as TFLite stores it:
@@ -564,37 +668,6 @@ class QuantizedWeights(_QuantizedWrapper):
     @property
     def _kernel(self):
         return getattr(self.layer, self.kernel_rule.kernel_attribute)
-
-    def __call__(self, *args, **kwargs):
-        if args:
-            self._note_input_quantizer(args[0])
-        return super().__call__(*args, **kwargs)
-
-    def _note_input_quantizer(self, inputs):
-        """Keeps the `FakeQuant` whose range gives `inputs` its int8 scale, found in the graph being built.
-
-        Runs whenever the layer is placed in a Functional graph (by
-        `quantize_model`, and again when a saved model is loaded or cloned, so
-        the link is never serialized and both find the same). A layer whose
-        input comes from outside its own graph (the first layer of a nested
-        model), whose inputs have different quantizers (a shared layer), or
-        whose input no quantizer can be told for keeps none: its bias stays float.
-        """
-        if not isinstance(inputs, keras.KerasTensor) or getattr(inputs, "_keras_history", None) is None:
-            return
-        owner = _range_owner(inputs)
-        if owner is _BOUNDARY:  # a model input: set in the caller's graph, which this layer never sees
-            return
-        # kept outside Keras' tracking: the quantizer is the layer before's, its weights are that layer's
-        owners = self.__dict__.setdefault("_input_quantizers", [])
-        if not any(owner is seen for seen in owners):
-            owners.append(owner)
-
-    @property
-    def input_quantizer(self):
-        """The `FakeQuant` that sets this layer's input scale, as found in its graph; None where not one."""
-        owners = self.__dict__.get("_input_quantizers", [])
-        return owners[0] if len(owners) == 1 else None
 
     def _bias_on_grid(self, kernel, bias):
         """`bias` rounded to the int32 grid TFLite stores it on: steps of input scale times weight scale.
@@ -695,6 +768,61 @@ class QuantizedOutput(_QuantizedWrapper):
         return self._finish(outputs, training)
 
 
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
+    """An AveragePooling layer whose averages are rounded to its input's int8 grid, as TFLite's kernel rounds them.
+
+    TFLite's int8 AVERAGE_POOL_2D keeps its input's scale, so it gets no
+    quantizer of its own, but it rounds each average back to that grid (half
+    away from zero, `quantizers.round_average`); a float average between two
+    steps is not what the next layer reads in the file. The grid is the one
+    of the `FakeQuant` that sets the input's scale (`input_quantizer`, found
+    when the layer is placed in a Functional graph); without one the float
+    average is returned. Traced for the converter (`converting`), the layer
+    is the plain pooling, which the converter makes AVERAGE_POOL_2D.
+
+    Args:
+        layer: the AveragePooling1D/2D layer (or its config).
+        **kwargs: standard layer arguments (`name`).
+
+    Example:
+
+    >>> inputs = keras.Input((4, 1))
+    >>> quantizer = FakeQuant(initial_range=(0.0, 2.55))  # steps of 0.01
+    >>> pooled = QuantizedAveragePooling(keras.layers.AveragePooling1D(2))(quantizer(inputs))
+    >>> model = keras.Model(inputs, pooled)
+    >>> model(tf.constant([[[0.01], [0.02], [0.03], [0.04]]])).numpy().round(4).ravel().tolist()
+    [0.01, 0.03]
+    """
+
+    def __init__(self, layer, **kwargs):
+        layer = _as_layer(layer, "layer")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def call(self, inputs):
+        outputs = self.layer(inputs)
+        quantizer = self.input_quantizer
+        if quantizer is None or not quantizer.built or getattr(_CONVERTING, "active", False):
+            return outputs
+        low, high = quantizer._floored(quantizer.min_value, quantizer.max_value)
+        return round_average(outputs, low, high, num_bits=quantizer.num_bits)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)  # the inner layer carries the dtype policy
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        return config
+
+
 def _takes_training(layer):
     return bool(getattr(layer, "_call_has_training_arg", False))
 
@@ -785,8 +913,8 @@ class QuantizedAffine(_StagedLayer):
     Example:
 
     >>> layer = QuantizedAffine(scale=1 / 127.5, offset=-1.0)
-    >>> round(float(layer(tf.constant([[255.0]]))[0, 0]), 2)
-    1.0
+    >>> np.round(layer(tf.constant([[0.0, 127.5, 255.0]])).numpy(), 2)  # int8 steps over [-1, 1]
+    array([[-0.99,  0.  ,  0.99]], dtype=float32)
     """
 
     def __init__(self, scale=1.0, offset=0.0, num_bits=8, ema_decay=_DEFAULT_EMA_DECAY, **kwargs):
@@ -806,3 +934,43 @@ class QuantizedAffine(_StagedLayer):
         config = super().get_config()
         config.update(scale=self.scale.tolist(), offset=self.offset.tolist())
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedSubmodel(keras.Model):
+    """A nested Functional model inside a `quantize_model` result, linked to the graph that calls it.
+
+    The first weight layers of a nested model read a tensor quantized in the
+    caller's graph, which they never see (Keras computes a nested model's
+    output shapes without calling its layers). When the model is called on
+    symbolic tensors (by `quantize_model`, and again when the outer model is
+    loaded or cloned), each layer inside it that reads one of its inputs and
+    needs that input's scale (`QuantizedWeights`, `QuantizedAveragePooling`)
+    finds the caller's quantizer (`input_quantizer`), so a bias lands on the
+    int32 grid the file stores. Otherwise a plain
+    Functional model: same config, weights and outputs.
+
+    Example:
+
+    >>> inputs = keras.Input((4,))
+    >>> inner = keras.Input((4,))
+    >>> block = QuantizedSubmodel(inner, QuantizedWeights(keras.layers.Dense(2))(inner))
+    >>> quantizer = FakeQuant(name="inputs_quant")
+    >>> outer = keras.Model(inputs, block(quantizer(inputs)))
+    >>> block.layers[-1].input_quantizer is quantizer
+    True
+    """
+
+    def __call__(self, *args, **kwargs):
+        outputs = super().__call__(*args, **kwargs)
+        if args:
+            inner = keras.tree.flatten(self.inputs)
+            given = keras.tree.flatten(args[0])
+            if len(inner) == len(given):
+                from keras_kd.quantization.graph import all_layers
+
+                for layer in all_layers(self):
+                    if isinstance(layer, _ReadsInputScale):
+                        for graph_input, tensor in zip(inner, given):
+                            layer._link_graph_input(graph_input, tensor)
+        return outputs

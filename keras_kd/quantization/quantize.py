@@ -47,6 +47,7 @@ _QUANTIZED_CLASSES = (
     qlayers.FakeQuant,
     qlayers.QuantizedWeights,
     qlayers.QuantizedOutput,
+    qlayers.QuantizedAveragePooling,
     qlayers.QuantizedActivation,
     qlayers.QuantizedAffine,
 )
@@ -248,7 +249,10 @@ class _Placer:
                 quantized[id(old)] = flag
             return {id(old): new for old, new in zip(step.output_tensors, outputs)}
 
-        new_model = rebuild(graph, emit, input_hook=input_hook, output_hook=output_hook)
+        new_model = rebuild(
+            graph, emit, input_hook=input_hook, output_hook=output_hook,
+            model_class=None if top else qlayers.QuantizedSubmodel,
+        )
         output_flags = [quantized.get(id(t), False) for t in graph.outputs]
         return new_model, output_flags
 
@@ -285,6 +289,8 @@ class _Placer:
             new = clone_layer(operation)
             copies.append((new, operation))
             flags = [step.kind == "passthrough" and all(input_flags)] * count
+            if step.kind == "passthrough" and step.rule.rounds_average and all(input_flags):
+                new = qlayers.QuantizedAveragePooling(new, name=operation.name)
         elif step.kind == "activation":
             new = qlayers.QuantizedActivation(
                 step.rule.activation(operation), num_bits=self.num_bits, ema_decay=self.ema_decay, name=operation.name
@@ -390,7 +396,9 @@ def quantize_model(model, unsupported="error", num_bits=8, ema_decay=0.99, rules
     when it has no rule; pass `rules` to tell `quantize_model` how to treat one.
 
     Under Keras 3 the result is a Functional model (also for a Sequential
-    input) whose nested Functional/Sequential models stay nested. Under
+    input) whose nested Functional/Sequential models stay nested, as
+    `QuantizedSubmodel`s (Functional models that find, in the graph calling
+    them, the quantizer their first layers read). Under
     tf_keras (`TF_USE_LEGACY_KERAS=1`) this calls
     `tensorflow_model_optimization.quantization.keras.quantize_model`.
 

@@ -25,6 +25,7 @@ __all__ = [
     "fake_quant_reference",
     "fake_quant_weights",
     "fake_quant_activations",
+    "round_average",
 ]
 
 
@@ -185,3 +186,50 @@ def fake_quant_activations(values, min_value, max_value, num_bits=8):
         narrow_range=False,
     )
     return tf.cast(outputs, dtype)
+
+
+#: How far from a rounding tie `round_average` still tells a tie: an average of n int8 values is a
+#: multiple of 1/n, so a non-tie is at least 1/(2n) from one; float32 error is ~1e-5 of a step.
+_TIE_TOLERANCE = 1e-3
+
+
+def round_average(average, min_value, max_value, num_bits=8):
+    """An average of values on an activation grid, rounded back to that grid as TFLite's int8 average pooling does.
+
+    AVERAGE_POOL_2D keeps its input's scale and zero point, sums the int8
+    values `q` of a window (zero point included) and divides by their count,
+    rounding half away from zero: `sign(s) * floor((|s| + n // 2) / n)` for a
+    sum `s` of `n` values, on XNNPACK and on the builtin kernels alike
+    (measured). For windows of up to 500 values that is the window's mean `q`
+    rounded half away from zero, which this computes in float32. Gradients
+    pass straight through the rounding.
+
+    Args:
+        average: the float average of values fake-quantized to `[min_value, max_value]`.
+        min_value, max_value: that range (as the `FakeQuant` before uses it).
+        num_bits: bit width, 8 for TFLite int8.
+
+    Returns:
+        `average` on the grid, as the file computes it.
+
+    Example:
+
+    >>> step = 1.0 / 255  # the range [0, 1]: q = 255 * value - 128
+    >>> values = tf.constant([[0.0, 1.0], [1.0, 2.0]]) * step  # q: -128 and -127, -127 and -126
+    >>> (round_average(tf.reduce_mean(values, axis=1), 0.0, 1.0) / step).numpy().round(3).tolist()
+    [0.0, 1.0]
+    """
+    _check_num_bits(num_bits)
+    dtype = average.dtype
+    average = tf.cast(average, tf.float32)
+    low = tf.stop_gradient(tf.cast(min_value, tf.float32))
+    high = tf.stop_gradient(tf.cast(max_value, tf.float32))
+    quant_max = float(2**num_bits - 1)
+    scale = (high - low) / quant_max
+    scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+    zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, quant_max)  # TF's nudged zero point
+    half = float(2 ** (num_bits - 1))
+    q = average / scale + zero - half  # the int8 value, not yet rounded
+    rounded = tf.sign(q) * tf.floor(tf.abs(q) + 0.5 + _TIE_TOLERANCE)
+    outputs = (rounded + half - zero) * scale
+    return tf.cast(average + tf.stop_gradient(outputs - average), dtype)

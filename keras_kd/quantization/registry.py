@@ -52,6 +52,9 @@ class QuantizeRule:
         rewrite: role "rewrite": `(layer, args, kwargs, names) -> outputs`, the
             float replacement built from the new input tensors (`names(name)`
             gives a unique layer name); it copies the weights it needs.
+        rounds_average: role "passthrough": the int8 op averages its inputs and
+            rounds the average back to the input's grid (AVERAGE_POOL_2D); the
+            layer is wrapped in `QuantizedAveragePooling`, which rounds alike.
         tflite_ops: the TFLite ops it becomes (for the docs).
 
     Example:
@@ -73,6 +76,7 @@ class QuantizeRule:
     activation: object = None
     affine: object = None
     rewrite: object = None
+    rounds_average: bool = False
     tflite_ops: str = ""
 
     def __post_init__(self):
@@ -260,8 +264,6 @@ def default_rules():
             layers.InputLayer,
             layers.MaxPooling1D,
             layers.MaxPooling2D,
-            layers.AveragePooling1D,
-            layers.AveragePooling2D,
             layers.GlobalMaxPooling1D,
             layers.GlobalMaxPooling2D,
             layers.ZeroPadding1D,
@@ -285,6 +287,13 @@ def default_rules():
         "passthrough",
         check=_channels_last,
         tflite_ops="keeps its input's scale (MAX_POOL_2D, PAD, RESHAPE, RESIZE_*, ...)",
+    )
+    add(
+        (layers.AveragePooling1D, layers.AveragePooling2D),
+        "passthrough",
+        check=_channels_last,
+        rounds_average=True,
+        tflite_ops="AVERAGE_POOL_2D (keeps its input's scale, rounds the average to it)",
     )
     from keras_kd.quantization import rewrites
 
@@ -350,7 +359,17 @@ class QuantizeRegistry:
 
     def keeps_input_scale(self, operation, input_shape):
         """Whether `operation`'s int8 op passes its input's scale on: a pass-through rule, or a mean the
-        converter drops (`averages_single_values`)."""
+        converter drops (`averages_single_values`).
+
+        Example:
+
+        >>> registry = QuantizeRegistry()
+        >>> registry.keeps_input_scale(keras.layers.MaxPooling2D(), (None, 8, 8, 4))
+        True
+        >>> mean = keras.layers.GlobalAveragePooling2D(keepdims=True)
+        >>> registry.keeps_input_scale(mean, (None, 1, 1, 4)), registry.keeps_input_scale(mean, (None, 8, 8, 4))
+        (True, False)
+        """
         rule = self.rule_for(operation)
         if rule is None or self.reason(operation) is not None:
             return False
@@ -370,6 +389,12 @@ def averages_single_values(operation, input_shape):
     The converter drops such a MEAN as the identity, and its output
     quantization with it: the op keeps its input's scale, as a pass-through op.
     (Without `keepdims` it stays a MEAN with a scale of its own.)
+
+    Example:
+
+    >>> pool = keras.layers.GlobalAveragePooling2D(keepdims=True)
+    >>> averages_single_values(pool, (None, 1, 1, 16)), averages_single_values(pool, (None, 7, 7, 16))
+    (True, False)
     """
     from keras.src.ops import numpy as np_ops
 
