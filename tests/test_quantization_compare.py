@@ -179,3 +179,30 @@ def test_an_average_pool_rounds_as_the_int8_kernel_does(tmp_path, rng, use_xnnpa
     assert rows["pool"].local_off == 0.0 and rows["pool"].local_max_steps < 0.01, rows["pool"]
     if use_xnnpack:  # and on XNNPACK the whole model computes what the file computes
         assert all(row.max_steps < 0.01 for row in rows.values()), rows
+
+
+@pytest.mark.slow
+def test_a_constant_operand_is_quantized_as_the_converter_stores_it(tmp_path, rng):
+    from keras_kd import load_model
+    from keras_kd.quantization import QuantizedConstant
+
+    table = rng.normal(0.0, 0.05, size=(1, 6, 4)).astype("float32")  # a position table, computed once
+    scale = rng.uniform(0.5, 1.5, size=(4,)).astype("float32")
+    inputs = keras.Input((6, 3))
+    x = L.Dense(4, name="proj")(inputs)
+    x = L.Add(name="add_table")([x, table])
+    x = keras.ops.multiply(x, scale)
+    data = rng.normal(size=(32, 6, 3)).astype("float32")
+    path = str(tmp_path / "constant.tflite")
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))), data, path)
+    constants = [layer for layer in qat.layers if isinstance(layer, QuantizedConstant)]
+    assert len(constants) == 2, [layer.name for layer in qat.layers]
+    np.testing.assert_array_equal(constants[0].value.numpy(), table)
+    # the file's ADD computes what the Keras model computes; its MUL (XNNPACK requantizes it in float32)
+    # may round a value within float32's reach of a tie the other way
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert rows["add_table"].local_off == 0.0 and rows["add_table"].local_max_steps < 0.01, rows["add_table"]
+    assert all(row.max_steps <= 1.01 and row.local_off < 0.01 for row in rows.values()), rows
+    qat.save(str(tmp_path / "qat.keras"))
+    np.testing.assert_array_equal(load_model(str(tmp_path / "qat.keras")).predict(data, verbose=0),
+                                  qat.predict(data, verbose=0))

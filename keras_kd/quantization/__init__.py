@@ -27,9 +27,11 @@ from keras_kd.quantization.layers import (
     QuantizedActivation,
     QuantizedAffine,
     QuantizedAveragePooling,
+    QuantizedConstant,
     QuantizedOutput,
     QuantizedSubmodel,
     QuantizedWeights,
+    converting,
 )
 from keras_kd.quantization.quantize import float_layers, is_quantization_aware, quantize_model
 from keras_kd.quantization.quantizers import fake_quant_activations, fake_quant_weights
@@ -52,8 +54,10 @@ __all__ = [
     "QuantizedAffine",
     "QuantizedOutput",
     "QuantizedAveragePooling",
+    "QuantizedConstant",
     "QuantizedSubmodel",
     "fold_batch_norm",
     "fake_quant_weights",
     "fake_quant_activations",
+    "converting",
 ]

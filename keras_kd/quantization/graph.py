@@ -123,7 +123,7 @@ def rebuild(graph, emit, input_hook=None, output_hook=None, model_class=None):
     return (model_class or keras.Model)(new_inputs, new_outputs, name=model.name)
 
 
-def call_node(node, operation, tensors, replace=None):
+def call_node(node, operation, tensors, replace=None, constant=None):
     """Calls `operation` with `node`'s arguments, its tensors swapped for the new ones.
 
     Args:
@@ -131,13 +131,31 @@ def call_node(node, operation, tensors, replace=None):
         operation: what to call (the clone, a wrapper).
         tensors: `id(old tensor)` -> new tensor.
         replace: optional `id(old tensor)` -> tensor overriding `tensors` (a quantized input).
+        constant: optional `value -> replacement or None`, asked for every
+            argument that is not a tensor of the graph (a constant written
+            into it); None keeps the value.
 
     Returns:
         The flat list of outputs.
     """
     local = {id(t): (replace or {}).get(id(t), tensors.get(id(t))) for t in node.input_tensors}
-    args, kwargs = node.arguments.fill_in(local)
+    args, kwargs = fill_arguments(node, local, constant)
     return keras.tree.flatten(operation(*args, **kwargs))
+
+
+def fill_arguments(node, local, constant=None):
+    """`node`'s `(args, kwargs)` with each graph tensor swapped by `local` (`id(old) -> new`), and each
+    other argument by `constant(value)` where that is not None (see `call_node`)."""
+    if constant is None:
+        return node.arguments.fill_in(local)
+
+    def swap(value):
+        if isinstance(value, keras.KerasTensor):
+            return local.get(id(value))
+        replacement = constant(value)
+        return value if replacement is None else replacement
+
+    return node.arguments.convert(swap)
 
 
 def all_layers(model):

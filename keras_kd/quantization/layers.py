@@ -41,6 +41,7 @@ __all__ = [
     "QuantizedAffine",
     "QuantizedOutput",
     "QuantizedAveragePooling",
+    "QuantizedConstant",
     "QuantizedSubmodel",
     "KernelRule",
     "converting",
@@ -65,8 +66,19 @@ def converting():
     """While active, layers that simulate a rounding the int8 kernel does by itself leave it to the kernel.
 
     `keras_kd.export.to_tflite` traces the model for the converter under it:
-    `QuantizedAveragePooling`'s rounding ops would otherwise stay in the file
-    as float ops, where AVERAGE_POOL_2D rounds the same way in int8.
+    `QuantizedAveragePooling`'s rounding ops would otherwise reach the file
+    (as MUL, FLOOR, SIGN ops), where AVERAGE_POOL_2D rounds the same way in
+    int8. Converting a quantization-aware model with `tf.lite.TFLiteConverter`
+    yourself, create and run the converter under it.
+
+    Example:
+
+    ```python
+    with keras_kd.quantization.converting():
+        converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        content = converter.convert()
+    ```
     """
     previous = getattr(_CONVERTING, "active", False)
     _CONVERTING.active = True
@@ -791,7 +803,7 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
     >>> quantizer = FakeQuant(initial_range=(0.0, 2.55))  # steps of 0.01
     >>> pooled = QuantizedAveragePooling(keras.layers.AveragePooling1D(2))(quantizer(inputs))
     >>> model = keras.Model(inputs, pooled)
-    >>> model(tf.constant([[[0.01], [0.02], [0.03], [0.04]]])).numpy().round(4).ravel().tolist()
+    >>> [round(float(v), 4) for v in model(tf.constant([[[0.01], [0.02], [0.03], [0.04]]])).numpy().ravel()]
     [0.01, 0.03]
     """
 
@@ -820,6 +832,63 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)  # the inner layer carries the dtype policy
         config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedConstant(keras.layers.Layer):
+    """A float constant operand of an int8 ADD, SUB or MUL, as the converter quantizes it.
+
+    A float array written into the graph (`x + table`, a position embedding
+    computed once) becomes an int8 constant in the file, quantized per tensor
+    over `[min(table, 0), max(table, 0)]` (measured); added as a float it is
+    up to half a step off that. `quantize_model` replaces such constants by
+    this layer, which holds the array as a non-trainable weight and returns it
+    fake-quantized over that range (the converter folds both into the same
+    int8 constant). Its input only places it in the graph.
+
+    Args:
+        value: the constant (array-like).
+        num_bits: bit width, 8 for TFLite int8.
+        **kwargs: standard layer arguments (`name`).
+
+    Example:
+
+    >>> table = QuantizedConstant([0.1, -0.2, 0.3337])
+    >>> np.round(table(tf.zeros((1, 3))).numpy() / (0.5337 / 255), 2).tolist()  # whole steps of the range
+    [48.0, -96.0, 159.0]
+    """
+
+    def __init__(self, value, num_bits=8, **kwargs):
+        super().__init__(**kwargs)
+        self._initial = np.asarray(value, np.float32)
+        self.num_bits = int(num_bits)
+
+    def build(self, input_shape):
+        self.value = self.add_weight(
+            name="value",
+            shape=self._initial.shape,
+            dtype="float32",
+            initializer=keras.initializers.Constant(self._initial),
+            trainable=False,
+            autocast=False,
+        )
+
+    def call(self, inputs):
+        value = tf.convert_to_tensor(self.value)
+        low = tf.minimum(tf.reduce_min(value), 0.0)
+        high = tf.maximum(tf.reduce_max(value), 0.0)
+        return tf.cast(fake_quant_activations(value, low, high, num_bits=self.num_bits), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self._initial.shape
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self._initial.shape, dtype=self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(value=self._initial.tolist(), num_bits=self.num_bits)
         return config
 
 

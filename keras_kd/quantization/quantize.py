@@ -24,10 +24,21 @@ tensorflow-model-optimization.
 import collections
 import warnings
 
+import numpy as np
+
 from keras_kd.backend import LEGACY_KERAS, keras
 from keras_kd.quantization import layers as qlayers
 from keras_kd.quantization.activations import ACTIVATIONS, activation_rule
-from keras_kd.quantization.graph import Graph, UniqueNames, all_layers, call_node, clone_layer, is_functional, rebuild
+from keras_kd.quantization.graph import (
+    Graph,
+    UniqueNames,
+    all_layers,
+    call_node,
+    clone_layer,
+    fill_arguments,
+    is_functional,
+    rebuild,
+)
 from keras_kd.quantization.registry import QuantizeRegistry, supported_layer_types
 from keras_kd.quantization.rewrites import canonicalize
 
@@ -48,6 +59,7 @@ _QUANTIZED_CLASSES = (
     qlayers.QuantizedWeights,
     qlayers.QuantizedOutput,
     qlayers.QuantizedAveragePooling,
+    qlayers.QuantizedConstant,
     qlayers.QuantizedActivation,
     qlayers.QuantizedAffine,
 )
@@ -256,6 +268,28 @@ class _Placer:
         output_flags = [quantized.get(id(t), False) for t in graph.outputs]
         return new_model, output_flags
 
+    def _constant_quantizer(self, step, node, tensors, replace):
+        """For an op whose rule quantizes its constant operands: `value -> QuantizedConstant output or None`."""
+        if step.kind != "output" or step.rule is None or not step.rule.quantizes_constants or not node.input_tensors:
+            return None
+        first = node.input_tensors[0]
+        anchor = replace.get(id(first), tensors.get(id(first)))
+        operation = step.operation
+
+        def constant(value):
+            if isinstance(value, (bool, int, float, str)) or value is None:
+                return None  # a scalar is the end of its own range: the converter stores it exactly
+            try:
+                array = np.asarray(value)
+            except Exception:  # noqa: BLE001 - not an array: left as it is
+                return None
+            if array.dtype.kind != "f" or array.size <= 1:
+                return None
+            layer = qlayers.QuantizedConstant(array, num_bits=self.num_bits, name=self.names(f"{operation.name}_constant"))
+            return layer(anchor)
+
+        return constant
+
     def _emit(self, step, node, tensors, replace, input_flags):
         """Returns (new outputs, quantized flag of each)."""
         operation = step.operation
@@ -265,8 +299,9 @@ class _Placer:
                 self.models[id(operation)] = self.transform(operation, [True] * len(node.input_tensors))
             new_model, flags = self.models[id(operation)]
             return call_node(node, new_model, tensors, replace), flags
+        constant = self._constant_quantizer(step, node, tensors, replace)
         if not isinstance(operation, keras.layers.Layer):
-            outputs = call_node(node, operation, tensors, replace)
+            outputs = call_node(node, operation, tensors, replace, constant)
             if step.kind == "passthrough":
                 return outputs, [all(input_flags)] * count
             if step.kind == "float":
@@ -333,7 +368,8 @@ class _Placer:
             outputs = call_node(node, new, tensors, replace)
         else:
             first_kwargs = {k: v for k, v in node.arguments.kwargs.items() if k == "training"}
-            args, _ = node.arguments.fill_in({id(t): replace.get(id(t), tensors.get(id(t))) for t in node.input_tensors})
+            local = {id(t): replace.get(id(t), tensors.get(id(t))) for t in node.input_tensors}
+            args, _ = fill_arguments(node, local, constant)
             outputs = keras.tree.flatten(new(*args, **first_kwargs))
         for layer, original in copies:
             if original.weights:

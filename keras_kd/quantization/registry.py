@@ -52,6 +52,9 @@ class QuantizeRule:
         rewrite: role "rewrite": `(layer, args, kwargs, names) -> outputs`, the
             float replacement built from the new input tensors (`names(name)`
             gives a unique layer name); it copies the weights it needs.
+        quantizes_constants: role "output": float arrays written into the graph
+            as operands (`x + table`) are int8 constants in the file, quantized
+            over their own range; they are replaced by `QuantizedConstant`.
         rounds_average: role "passthrough": the int8 op averages its inputs and
             rounds the average back to the input's grid (AVERAGE_POOL_2D); the
             layer is wrapped in `QuantizedAveragePooling`, which rounds alike.
@@ -76,6 +79,7 @@ class QuantizeRule:
     activation: object = None
     affine: object = None
     rewrite: object = None
+    quantizes_constants: bool = False
     rounds_average: bool = False
     tflite_ops: str = ""
 
@@ -225,7 +229,8 @@ def default_rules():
         rules.append(
             QuantizeRule(layer_type, "weights", fuses_activation=True, check=_weights_check, tflite_ops=kernel.tflite_op)
         )
-    add((layers.Add, layers.Subtract, layers.Multiply), "output", fuses_activation=True, tflite_ops="ADD / SUB / MUL")
+    add((layers.Add, layers.Subtract, layers.Multiply), "output", fuses_activation=True, quantizes_constants=True,
+        tflite_ops="ADD / SUB / MUL")
     add((layers.Concatenate,), "output", tflite_ops="CONCATENATION")
     add((layers.PReLU,), "output", tflite_ops="PRELU")
     add(
@@ -305,7 +310,7 @@ def default_rules():
         tflite_ops="BATCH_MATMUL, SOFTMAX, BATCH_MATMUL")
     add((layers.MultiHeadAttention,), "trace", tflite_ops="FULLY_CONNECTED / BATCH_MATMUL, SOFTMAX")
     # keras.ops operations recorded in a Functional graph (`x + 3`, `keras.ops.multiply(x, y)`).
-    add((np_ops.Add, np_ops.Subtract, np_ops.Multiply), "output", tflite_ops="ADD / SUB / MUL")
+    add((np_ops.Add, np_ops.Subtract, np_ops.Multiply), "output", quantizes_constants=True, tflite_ops="ADD / SUB / MUL")
     add((np_ops.Concatenate, np_ops.Mean, np_ops.Einsum, np_ops.Matmul), "output",
         tflite_ops="CONCATENATION / MEAN / BATCH_MATMUL")
     from keras.src.ops import math as math_ops
