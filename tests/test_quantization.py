@@ -457,6 +457,8 @@ def test_unbuilt_sequential_and_bad_arguments_are_explained():
         quantize_model(model, unsupported="skip")
     with pytest.raises(TypeError, match="expects a keras.Model"):
         quantize_model(L.Dense(2))
+    with pytest.raises(ValueError, match="already quantization-aware.*call quantize_model on the float model"):
+        quantize_model(quantize_model(model))
 
 
 def _model_with_unsupported_layer():

@@ -206,3 +206,28 @@ def test_a_constant_operand_is_quantized_as_the_converter_stores_it(tmp_path, rn
     qat.save(str(tmp_path / "qat.keras"))
     np.testing.assert_array_equal(load_model(str(tmp_path / "qat.keras")).predict(data, verbose=0),
                                   qat.predict(data, verbose=0))
+
+
+@pytest.mark.slow
+def test_a_file_converted_without_converting_is_flagged_and_bad_inputs_are_explained(tmp_path, rng):
+    import warnings
+
+    from keras_kd.backend import tf
+
+    inputs = keras.Input((12, 3), name="frames")
+    x = L.AveragePooling1D(2, name="pool")(L.Conv1D(8, 3, padding="same", activation="relu", name="conv")(inputs))
+    data = rng.normal(size=(16, 12, 3)).astype("float32")
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3)(L.Flatten()(x))), data, str(tmp_path / "ok.tflite"))
+    # the plain converter traces the pool's rounding into the file: its values match, its ops are float
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    plain = converter.convert()
+    with pytest.warns(UserWarning, match=r"in float \(.*FLOOR.*\): it is not all-int8.*converting\(\)"):
+        compare_layers(qat, plain, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the file to_tflite wrote is all-int8: no warning
+        compare_layers(qat, str(tmp_path / "ok.tflite"), data)
+    with pytest.raises(ValueError, match=r"samples of shape \(3,\) .* for 'frames' takes samples of shape \(12, 3\)"):
+        compare_layers(qat, str(tmp_path / "ok.tflite"), data[:, 0])
+    with pytest.raises(ValueError, match=r"one sample without its batch axis: pass x\[None\]"):
+        compare_layers(qat, str(tmp_path / "ok.tflite"), data[0])

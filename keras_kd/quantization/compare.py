@@ -21,6 +21,7 @@ layer itself does not compute what the file's op computes.
 
 import dataclasses
 import re
+import warnings
 
 import numpy as np
 
@@ -272,6 +273,22 @@ def _local_outputs(model, input_values, file_tensor, prefix, results):
     return [values.get(id(tensor)) for tensor in graph.outputs]
 
 
+def _warn_float_ops(tflite_path):
+    """Warns when the file computes ops in float: its values can match the Keras model while it is not all-int8."""
+    from keras_kd.export import inspect_tflite
+
+    float_ops = inspect_tflite(tflite_path).float_ops
+    if float_ops:
+        warnings.warn(
+            f"The file computes {len(float_ops)} op type(s) in float ({', '.join(float_ops)}): it is not all-int8, "
+            "even where its values match the Keras model's. Converted with tf.lite.TFLiteConverter yourself, a "
+            "quantization-aware model keeps some of its simulation ops; convert it with keras_kd.export.to_tflite, "
+            "or under keras_kd.quantization.converting(). (A float fallback you asked for is listed here too.)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
     """Layer by layer, how far the INT8 file's intermediate tensors are from the Keras QAT model.
 
@@ -303,6 +320,9 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
         ValueError: `model` has no quantized layers, or `x` does not fit the
             file's inputs (count or shape).
 
+    Warns:
+        UserWarning: the file computes some ops in float (it is not all-int8).
+
     Example:
 
     ```python
@@ -325,13 +345,19 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
             f"The file has {len(inputs)} input(s) but {model.name!r} has {len(values)}; pass the model the file "
             "was converted from."
         )
-    for detail, value in zip(inputs, values):
-        if tuple(detail["shape"][1:]) != tuple(value.shape[1:]):
+    for detail, value, tensor in zip(inputs, values, keras.tree.flatten(model.inputs)):
+        expected = tuple(int(d) for d in detail["shape"][1:])
+        if expected != tuple(value.shape[1:]):
+            hint = (
+                " x looks like one sample without its batch axis: pass x[None]."
+                if tuple(value.shape) == expected else " Pass inputs shaped like the model's."
+            )
             raise ValueError(
-                f"x has samples of shape {tuple(value.shape[1:])} but the file's input {detail['name']!r} is "
-                f"{tuple(detail['shape'][1:])}; pass inputs shaped like the model's."
+                f"x has samples of shape {tuple(value.shape[1:])} but the file's input for {tensor.name!r} takes "
+                f"samples of shape {expected}.{hint}"
             )
         interpreter.resize_tensor_input(detail["index"], value.shape)
+    _warn_float_ops(tflite_path)
     interpreter.allocate_tensors()
     for detail, value in zip(inputs, values):
         interpreter.set_tensor(detail["index"], quantize_input(value, detail))
