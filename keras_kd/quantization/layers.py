@@ -1016,8 +1016,8 @@ class QuantizedSubmodel(keras.Model):
     loaded or cloned), each layer inside it that reads one of its inputs and
     needs that input's scale (`QuantizedWeights`, `QuantizedAveragePooling`)
     finds the caller's quantizer (`input_quantizer`), so a bias lands on the
-    int32 grid the file stores. Otherwise a plain
-    Functional model: same config, weights and outputs.
+    int32 grid the file stores and an average is rounded to its input's grid.
+    Otherwise a plain Functional model: same config, weights and outputs.
 
     Example:
 
@@ -1032,9 +1032,9 @@ class QuantizedSubmodel(keras.Model):
 
     def __call__(self, *args, **kwargs):
         outputs = super().__call__(*args, **kwargs)
-        if args:
+        given = keras.tree.flatten(args[0]) if args else []
+        if any(isinstance(tensor, keras.KerasTensor) for tensor in given):  # placed in a graph, not run
             inner = keras.tree.flatten(self.inputs)
-            given = keras.tree.flatten(args[0])
             if len(inner) == len(given):
                 from keras_kd.quantization.graph import all_layers
 
