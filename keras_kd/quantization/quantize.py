@@ -486,7 +486,7 @@ def quantize_model(model, unsupported="error", num_bits=8, ema_decay=0.99, rules
             )
         return _quantize_model_tfmot(model, unsupported, custom_objects)
     Graph(model)  # a readable graph, or a clear error before any work
-    if any(isinstance(layer, _QUANTIZED_CLASSES) for layer in all_layers(model)):
+    if is_quantization_aware(model):
         raise ValueError(
             f"{model.name!r} is already quantization-aware (it has keras_kd's quantized layers); train it and "
             "export it with to_tflite as it is. To quantize again, call quantize_model on the float model."
