@@ -632,7 +632,8 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
 
     The kernel is folded and fake-quantized at every call as TFLite stores it:
     symmetric, narrow range, per output channel for convolutions and per tensor
-    for Dense, EinsumDense and Embedding (the layer's `KernelRule` in `KERNELS`).
+    for Dense, EinsumDense and Embedding (the layer's `KernelRule` in `KERNELS`;
+    `per_channel=False` makes a convolution's kernel one scale too).
     The bias is added on the int32 grid the converter stores it on (steps of
     the input's scale times the weight's), read from the `FakeQuant` that sets
     the input's scale (`input_quantizer`, found when the layer is placed in a
@@ -644,6 +645,13 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
         layer: the Keras layer to wrap (a class in `KERNELS` or a subclass); its
             own activation must be linear (pass a fused one here).
         batch_norm: a `keras.layers.BatchNormalization` to fold, or `None`.
+        per_channel: None (the kernel rule's choice), or False for one scale
+            over the whole kernel of a convolution. The file is smaller (each
+            output channel of a per-channel kernel stores two float32 scales
+            and two int64 zero points, for the kernel and its bias), and the
+            channels with small weights lose precision. True only where the
+            rule is per channel: TFLite's FULLY_CONNECTED, GATHER and
+            TRANSPOSE_CONV kernels here take one scale.
         activation: "linear", "relu" or "relu6", applied after the bias.
         quantize_output: put a `FakeQuant` on the output.
         num_bits, ema_decay: quantizer settings.
@@ -657,7 +665,7 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
     TensorShape([1, 3, 3, 4])
     """
 
-    def __init__(self, layer, batch_norm=None, **kwargs):
+    def __init__(self, layer, batch_norm=None, per_channel=None, **kwargs):
         layer = _as_layer(layer, "layer")
         self.kernel_rule = kernel_rule(layer)
         if self.kernel_rule is None:
@@ -665,8 +673,16 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
                 f"QuantizedWeights wraps a layer with a kernel rule ({', '.join(c.__name__ for c in KERNELS)}), "
                 f"got {type(layer).__name__} ({layer.name!r})."
             )
+        if per_channel not in (None, True, False):
+            raise ValueError(f"per_channel must be None, True or False, got {per_channel!r}.")
+        if per_channel and not self.kernel_rule.per_channel:
+            raise ValueError(
+                f"per_channel=True for {type(layer).__name__} ({layer.name!r}): its TFLite kernel "
+                f"({self.kernel_rule.tflite_op}) takes one scale for the whole kernel here. Pass per_channel=None."
+            )
         super().__init__(layer, **kwargs)
         self.batch_norm = _as_layer(batch_norm, "batch_norm")
+        self.per_channel = self.kernel_rule.per_channel if per_channel is None else bool(per_channel)
 
     def build(self, input_shape):
         # Inner layers deserialized from a `.keras` file arrive already built.
@@ -695,7 +711,7 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
         quantizer = self.input_quantizer
         if bias is None or quantizer is None or not quantizer.built:
             return bias
-        bound = weight_bound(kernel, per_channel=self.kernel_rule.per_channel)
+        bound = weight_bound(kernel, per_channel=self.per_channel)
         step = tf.stop_gradient(quantizer.scale() * bound / float(2 ** (self.num_bits - 1) - 1))
         return bias + tf.stop_gradient(tf.round(bias / step) * step - bias)
 
@@ -718,7 +734,7 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
 
     def _quantize(self, kernel):
         rule = self.kernel_rule
-        if rule.per_channel:
+        if self.per_channel:
             return rule.from_channels_last(fake_quant_weights(kernel, channel_axis=-1, num_bits=self.num_bits), self.layer)
         # per tensor: restore the layout first, so the fake quant is the last op on the constant
         # (the converter refuses a transpose of a quantized kernel)
@@ -747,6 +763,7 @@ class QuantizedWeights(_ReadsInputScale, _QuantizedWrapper):
         config["batch_norm"] = (
             keras.saving.serialize_keras_object(self.batch_norm) if self.batch_norm is not None else None
         )
+        config["per_channel"] = self.per_channel
         return config
 
 
