@@ -764,3 +764,75 @@ def test_round_average_is_the_int8_kernels_integer_arithmetic(rng):
         averages = ((q - zero_point) * scale).mean(axis=1).astype(np.float32)
         got = round_average(tf.constant(averages), low, high).numpy()
         np.testing.assert_array_equal(np.round(got / scale + zero_point), expected, err_msg=f"{count} values")
+
+
+def _depthwise_separable_net():
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = L.ReLU(6.0, name="stem_relu")(L.BatchNormalization(name="stem_bn")(x))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.Conv2D(12, 1, activation="relu", name="pw")(x)
+    return keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling2D()(x)))
+
+
+def _kernel_scales(path):
+    """op name -> number of distinct scales of its kernel (second input) and of its bias, as the file stores them
+    (the converter writes a FULLY_CONNECTED kernel's one scale once per output channel)."""
+    from keras_kd.interpreter import load_interpreter
+
+    interpreter = load_interpreter(path)
+    interpreter.allocate_tensors()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    found = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            kernel, bias = (details[op["inputs"][i]]["quantization_parameters"]["scales"] for i in (1, 2))
+            found[f"{op['op_name']}:{details[op['outputs'][0]]['name']}"] = (len(set(kernel)), len(set(bias)))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("per_channel", [True, "depthwise", False])
+def test_per_channel_chooses_which_kernels_take_one_scale(tmp_path, rng, per_channel):
+    from keras_kd import load_model
+    from keras_kd.export import to_tflite
+    from keras_kd.quantization import compare_layers
+
+    model = _depthwise_separable_net()
+    for weight in model.weights:  # channels of different sizes, as after training
+        if weight.path.endswith(("bias", "beta", "moving_mean", "gamma")):
+            weight.assign(rng.uniform(0.2, 2.0, weight.shape))
+    qat = quantize_model(model, per_channel=per_channel)
+    x = rng.normal(size=(32, 8, 8, 3)).astype(np.float32)
+    for _ in range(3):
+        qat(x, training=True)
+    expected = {"stem_relu": per_channel is True, "dw": per_channel in (True, "depthwise"), "pw": per_channel is True,
+                "logits": False}
+    assert {name: qat.get_layer(name).per_channel for name in expected} == expected
+    path = str(tmp_path / "int8.tflite")
+    to_tflite(qat, path, validation_data=x)
+    scales = _kernel_scales(path)
+    channels = {"stem_relu": 8, "dw": 8, "pw": 12, "logits": 1}
+    for name, per in expected.items():
+        (count,) = [value for op, value in scales.items() if f"/{name}" in op]
+        assert count == ((channels[name],) * 2 if per else (1, 1)), (name, scales)
+    # the bias is on the grid of the kernel's one scale: each layer computes what its op computes
+    rows = compare_layers(qat, path, x)
+    assert rows and all(row.local_max_steps <= 1.01 for row in rows), rows
+    qat.save(str(tmp_path / "qat.keras"))
+    loaded = load_model(str(tmp_path / "qat.keras"))
+    assert {name: loaded.get_layer(name).per_channel for name in expected} == expected
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+def test_per_channel_arguments_are_checked():
+    from keras_kd.quantization import QuantizedWeights
+
+    with pytest.raises(ValueError, match=r"per_channel must be True, 'depthwise' or False, got 'pointwise'"):
+        quantize_model(_depthwise_separable_net(), per_channel="pointwise")
+    with pytest.raises(ValueError, match=r"got 1"):  # not a truthy stand-in for True
+        quantize_model(_depthwise_separable_net(), per_channel=1)
+    with pytest.raises(ValueError, match=r"per_channel=True for Dense \('d'\).*FULLY_CONNECTED.*per_channel=None"):
+        QuantizedWeights(L.Dense(2, name="d"), per_channel=True)
+    layer = QuantizedWeights(L.Conv2D(2, 1), per_channel=False)
+    assert QuantizedWeights.from_config(layer.get_config()).per_channel is False

@@ -232,3 +232,30 @@ def test_a_file_converted_without_converting_is_flagged_and_bad_inputs_are_expla
         compare_layers(qat, str(tmp_path / "ok.tflite"), data[:, 0])
     with pytest.raises(ValueError, match=r"one sample without its batch axis: pass x\[None\]"):
         compare_layers(qat, str(tmp_path / "ok.tflite"), data[0])
+
+
+@pytest.mark.slow
+def test_names_cut_by_compact_find_the_same_tensors_as_the_converters_names(tmp_path, rng):
+    import dataclasses
+
+    from keras_kd.export import to_tflite
+
+    block_input = keras.Input((8, 8, 8))
+    block = keras.Model(block_input, _SqueezeExcite(8, name="se")(block_input), name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs))
+    x = block(L.ReLU(6.0, name="relu")(x))
+    data = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))), data,
+                               str(tmp_path / "cut.tflite"))
+    full = to_tflite(qat, str(tmp_path / "full.tflite"), compact=False)
+    cut = {row.name: row for row in compare_layers(qat, str(tmp_path / "cut.tflite"), data)}
+    converters = {row.name: row for row in compare_layers(qat, full.path, data)}
+    # the traced block's ops (found by TensorFlow's op names), the nested layers and the fused stem, all found
+    assert {"relu", "block/se/squeeze", "block/se/excite", "head"} <= set(cut), list(cut)
+    assert any(name.startswith("block/se/mean") for name in cut), list(cut)
+    assert list(cut) == list(converters)
+    for name, row in cut.items():
+        assert dataclasses.replace(row, tensor="") == dataclasses.replace(converters[name], tensor=""), name
+        assert set(row.tensor.split(";")) <= set(converters[name].tensor.split(";")), name
+    assert sum(len(r.tensor) for r in cut.values()) < 0.8 * sum(len(r.tensor) for r in converters.values())

@@ -55,6 +55,8 @@ def test_unsupported_layer_error_and_float_mode():
         quantize_model(model)
     with pytest.raises(ValueError, match="rules apply to keras_kd's own quantization"):
         quantize_model(model, rules=[object()])
+    with pytest.raises(ValueError, match=r"per_channel=False applies to keras_kd's own quantization"):
+        quantize_model(model, per_channel=False)
     with pytest.warns(UserWarning, match="my_norm"):
         qat = quantize_model(model, unsupported="float")
     assert ("my_norm", "LayerNormalization") in float_layers(qat)

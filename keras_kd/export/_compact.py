@@ -11,11 +11,15 @@ the same, bit for bit. Constant buffers start on 16-byte boundaries (the
 converter's own file aligns them to 4), so int32 and float data are read in
 place on any target.
 
-`repack(..., strip_names=True)` also drops the names of the intermediate
-tensors. The converter names each fused op's output after every TensorFlow op
-fused into it (`model/conv/Relu6;model/conv/BiasAdd;model/conv/Conv2D`): in a
+The converter names each fused op's output after every TensorFlow op fused
+into it (`model/block/Relu6;model/block/BiasAdd;model/block/Conv2D`): in a
 network under 100 K parameters the names weigh as much as the weights. The
-runtime never reads them; the inputs, outputs and signatures keep theirs.
+runtime never reads them. `compact` keeps, of each name, the first op of each
+name scope (`model/block/Relu6`): every Keras layer and nested model a name
+listed stays in it, which is what `keras_kd.quantization.compare_layers` and
+the export errors read to find a layer's tensors. `repack(...,
+strip_names=True)` drops the intermediate names altogether. The inputs,
+outputs and signatures keep their names either way.
 """
 
 import numpy as np
@@ -23,33 +27,36 @@ import numpy as np
 #: Alignment of constant buffer data in the repacked file.
 BUFFER_ALIGNMENT = 16
 
-__all__ = ["compact", "expose_tensors", "repack"]
+__all__ = ["compact", "expose_tensors", "repack", "shortened_name"]
 
 
 def compact(content):
-    """`content` (the bytes of a `.tflite` file) with repeated arrays stored once.
+    """`content` (the bytes of a `.tflite` file) with repeated arrays stored once and names cut to one op per scope.
 
     Returns `content` unchanged when it cannot be repacked safely: a file whose
     constant data lies outside the flatbuffer (models over 2 GB), or an
     environment without the TFLite schema module.
     """
     try:
-        return repack(content)
+        return repack(content, shorten_names=True)
     except _CannotRepack:
         return content
 
 
-def repack(content, share_arrays=True, strip_names=False):
-    """`content` written again, with repeated arrays stored once and/or intermediate tensor names dropped.
+def repack(content, share_arrays=True, strip_names=False, shorten_names=False):
+    """`content` written again, with repeated arrays stored once and/or intermediate tensor names cut or dropped.
 
     Args:
         content: the bytes of a `.tflite` file.
         share_arrays: store each repeated numeric array once.
         strip_names: drop the name of every tensor that is not an input or an
             output of its subgraph.
+        shorten_names: keep, of each such name, the first TensorFlow op of
+            each name scope it lists (`a/conv/Relu;a/conv/BiasAdd` becomes
+            `a/conv/Relu`).
 
     Returns:
-        The new bytes; with only `share_arrays`, `content` itself when repacking
+        The new bytes; `content` itself when repacking without `strip_names`
         saves nothing.
 
     Raises:
@@ -59,6 +66,8 @@ def repack(content, share_arrays=True, strip_names=False):
     model = _unpack(content)
     if strip_names:
         _strip_names(model)
+    elif shorten_names:
+        _shorten_names(model)
     packed = _pack(model, len(content), share_arrays)
     return packed if strip_names or len(packed) < len(content) else content
 
@@ -119,6 +128,35 @@ def _strip_names(model):
         for index, tensor in enumerate(subgraph.tensors or ()):
             if index not in edges:
                 tensor.name = None
+
+
+def _shorten_names(model):
+    for subgraph in model.subgraphs or ():
+        edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
+        for index, tensor in enumerate(subgraph.tensors or ()):
+            if index not in edges and tensor.name:
+                tensor.name = shortened_name(tensor.name)
+
+
+def shortened_name(name):
+    """`name` (a TFLite tensor name, str or bytes) with only the first op of each name scope it lists.
+
+    The converter joins with `;` the TensorFlow ops fused into one TFLite op. Two
+    ops in one scope (`a/conv/BiasAdd`, `a/conv/Conv2D`) name the same Keras
+    layer, so the second adds nothing a reader of the name can use.
+
+    >>> shortened_name("m/conv/Relu6;m/conv/BiasAdd;m/bn/FusedBatchNormV3;m/conv/Conv2D")
+    'm/conv/Relu6;m/bn/FusedBatchNormV3'
+    """
+    text = name.decode("utf-8") if isinstance(name, bytes) else name
+    kept, scopes = [], set()
+    for part in text.split(";"):
+        scope = part.rsplit("/", 1)[0] if "/" in part else part
+        if scope not in scopes:
+            scopes.add(scope)
+            kept.append(part)
+    short = ";".join(kept)
+    return short.encode("utf-8") if isinstance(name, bytes) else short
 
 
 def _ints(array):
