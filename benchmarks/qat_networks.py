@@ -27,8 +27,12 @@ words), one run measures side by side:
 `--sizes` trains nothing: it gives each network trained-like weights (non-zero biases,
 spread batch-norm statistics; all-zero biases would be stored once and flatter the
 figures) and sets its QAT ranges on a few batches, then writes the float32 file and the
-INT8 file three ways: as the converter wrote it, with repeated arrays stored once (the
-default) and with the intermediate tensor names dropped as well (`strip_names=True`).
+INT8 file three ways: as the converter wrote it, compacted (repeated arrays stored once,
+names cut to one op per scope: the default) and with the intermediate tensor names
+dropped (`strip_names=True`); then the INT8 file of `quantize_model(...,
+per_channel="depthwise")` (one scale per kernel but for depthwise ones), compacted and
+stripped. `--per-channel` sets that choice for a full run (default: True, every
+convolution per channel).
 
 `--layers` trains nothing either: on the same calibrated networks it runs `compare_layers`
 and reports, per network, the worst drift of a layer run on the INT8 file's own input
@@ -288,7 +292,7 @@ def measure(name, data, teacher, args, folder):
     figures["ptq_accuracy"] = evaluate_tflite(ptq_path, x_test, y_test).accuracy
     figures["ptq_float_ops"] = ptq.float_ops
 
-    qat = quantize_model(student)
+    qat = quantize_model(student, per_channel=args.per_channel)
     figures["float_layers"] = [layer for layer, _ in float_layers(qat)]
     figures["step_cost"] = _step_cost(student, qat, x_train[:BATCH_SIZE], y_train[:BATCH_SIZE], args.rounds)
     _distill(teacher, qat, x_train, y_train, args.qat_epochs, 1e-4)
@@ -378,22 +382,30 @@ def measure_sizes(name, data, folder):
         converted = handle.read()
     sizes["compact"] = len(_compact.compact(converted))
     sizes["stripped"] = len(_compact.repack(converted, strip_names=True))
+    one_scale = quantize_model(student, per_channel="depthwise")
+    one_scale.set_weights(qat.get_weights())  # the same weights and ranges; only the kernels' scales differ
+    one_scale_path = os.path.join(folder, "depthwise.tflite")
+    sizes["depthwise_compact"] = to_tflite(one_scale, one_scale_path).size_bytes
+    with open(one_scale_path, "rb") as handle:
+        sizes["depthwise_stripped"] = len(_compact.repack(handle.read(), strip_names=True))
     return sizes
 
 
 def _print_sizes(rows, header):
     print(header)
-    print("| network | params | float32 | INT8 as converted | compacted (default) | names stripped |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| network | params | float32 | INT8 as converted | compacted (default) | names stripped "
+          "| per_channel=\"depthwise\", compacted | and names stripped |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         if "error" in row:
-            print(f"| {row['network']} | | error: {row['error']} | | | |")
+            print(f"| {row['network']} | | error: {row['error']} | | | | | |")
             continue
         ratio = lambda key: row[key] / row["float32"]  # noqa: E731
         mark = lambda key: "" if ratio(key) <= TARGETS["size_ratio"] else " MISS"  # noqa: E731
         print(
             f"| {row['network']} | {row['parameters'] / 1e3:.0f} K | {row['float32'] / 1e3:,.0f} KB "
-            + " ".join(f"| {ratio(key):.3f}x{mark(key)}" for key in ("converted", "compact", "stripped"))
+            + " ".join(f"| {ratio(key):.3f}x{mark(key)}"
+                       for key in ("converted", "compact", "stripped", "depthwise_compact", "depthwise_stripped"))
             + " |"
         )
 
@@ -468,8 +480,11 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", action="store_true", help="file sizes only: no training, a few minutes")
     parser.add_argument("--layers", action="store_true",
                         help="per-layer fidelity only: no training; each quantized layer run on the file's own inputs")
+    parser.add_argument("--per-channel", default="true", choices=("true", "depthwise", "false"),
+                        help="quantize_model's per_channel for the full run (default: true)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    args.per_channel = {"true": True, "false": False}.get(args.per_channel, args.per_channel)
     if args.quick:
         args.networks = args.networks or ",".join(QUICK)
         args.limit, args.teacher_epochs, args.epochs, args.qat_epochs = 300, 1, 1, 1
@@ -505,7 +520,8 @@ def main(argv=None):
         print(json.dumps(row, default=str), flush=True)
     header = (
         f"{datetime.date.today().isoformat()}, {host_description()}; "
-        f"epochs {args.epochs} float + {args.qat_epochs} QAT, teacher {args.teacher_epochs}, limit {args.limit}"
+        f"epochs {args.epochs} float + {args.qat_epochs} QAT, teacher {args.teacher_epochs}, limit {args.limit}, "
+        f"per_channel {args.per_channel}"
     )
     _print(rows, header)
     if args.json:

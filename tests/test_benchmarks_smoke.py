@@ -97,6 +97,8 @@ def _untrained_row(mode, network, tmp_path):
 def test_qat_networks_sizes_stripping_names_shrinks_the_compacted_file(tmp_path, capsys):
     row = _untrained_row("--sizes", "Conv1D keyword spotting", tmp_path)
     assert row["stripped"] < row["compact"] < row["converted"] < 0.5 * row["float32"]
+    # its Conv1D kernels take one scale each under per_channel="depthwise": no per-channel scales or zero points
+    assert row["depthwise_stripped"] < row["stripped"] and row["depthwise_compact"] < row["compact"]
     assert re.search(r"^\| Conv1D keyword spotting \| 24 K \|", capsys.readouterr().out, re.MULTILINE)
 
 
