@@ -281,6 +281,12 @@ def _boolean(value):
     return value
 
 
+def _per_channel(value):
+    if value is True or value is False or value == "depthwise":
+        return value
+    raise _Bad(f"got {_describe(value)}")
+
+
 def _choice(*choices):
     def check(value):
         if value not in choices:
@@ -335,6 +341,8 @@ DISTILL_CONFIG = (
     ConfigKey("mixing", "null, mixup or cutmix: mix the inputs of each batch (function matching)",
               _choice(None, "mixup", "cutmix")),
     ConfigKey("qat", "true or false: distil into quantize_model(student)", _boolean, False),
+    ConfigKey("per_channel", "true, depthwise or false: quantize_model's per_channel (with qat: true), which "
+              "convolution kernels keep one scale per output channel", _per_channel, True),
     ConfigKey("teacher_dtype", "null, bfloat16 or float16", _choice(None, "bfloat16", "float16")),
     ConfigKey("limit", "a positive whole number of samples per split, or null for all", _positive_int),
     ConfigKey("seed", "a whole number >= 0", _non_negative_int, 0),
@@ -379,6 +387,9 @@ def validate_distill_config(config, source="the config"):
                 problems.append(f"{detail}; expected {key.expected}")
             else:
                 problems.append(f"{key.name}: {detail}; expected {key.expected}")
+    if checked.get("per_channel") is not True and not checked.get("qat"):
+        problems.append(f"per_channel: got {_describe(config['per_channel'])} without qat: true; it only applies to "
+                        "a quantization-aware student: set qat: true, or remove per_channel")
     if problems:
         listing = "\n  ".join(problems)
         raise UsageError(f"{source} has {len(problems)} problem{'s' * (len(problems) > 1)}:\n  {listing}\n"
@@ -569,7 +580,7 @@ def cmd_distill(args):
         if settings["qat"]:
             from keras_kd.quantization import quantize_model
 
-            student = quantize_model(student)
+            student = quantize_model(student, per_channel=settings["per_channel"])
 
     created = not os.path.isdir(output)
     os.makedirs(output, exist_ok=True)

@@ -139,6 +139,8 @@ def _config(tmp_path, text):
     ("alpha: 1.5", r"alpha: got 1\.5; expected a number in \[0, 1\]"),
     ("temperature: 0", r"temperature: got 0; expected a number > 0"),
     ("qat: yes please", r"qat: got the string 'yes please'; expected true or false"),
+    ("qat: true\nper_channel: pointwise", r"per_channel: got the string 'pointwise'; expected true, depthwise or false"),
+    ("per_channel: false", r"per_channel: got the boolean False without qat: true; it only applies to a quantization"),
     ("dataset: mnist6k", r"dataset: Unknown dataset 'mnist6k'"),
     ("schedules: {temperature: {start: 4, end: 2, steps: 3}}",
      r"schedules\.temperature: got a dict .* without a class_name; write it as "
@@ -150,6 +152,25 @@ def test_config_errors_name_the_key_the_value_and_the_form(tmp_path, capsys, lin
     assert re.search(expected, err), err
     assert "examples/configs/" in err
     assert not (tmp_path / "run").exists()  # no empty run folder left behind
+
+
+def _named_config(tmp_path, text):
+    path = tmp_path / "run.yaml"
+    model = "{module: keras, class_name: Sequential, config: {name: m, layers: []}}"
+    path.write_text(f"teacher: {model}\nstudent: {model}\noutput: {tmp_path / 'run'}\n" + text)
+    return str(path)
+
+
+def test_per_channel_reaches_quantize_model(tmp_path, monkeypatch, capsys):
+    import keras_kd.quantization
+
+    def quantize_model(student, **kwargs):  # stops the run where the student is quantized
+        raise RuntimeError(f"quantize_model called with {kwargs}")
+
+    monkeypatch.setattr(keras_kd.quantization, "quantize_model", quantize_model)
+    config = _named_config(tmp_path, "qat: true\nper_channel: depthwise\ndataset: digits\nlimit: 20\n")
+    assert main(["distill", config]) != 0
+    assert "quantize_model called with {'per_channel': 'depthwise'}" in capsys.readouterr().err
 
 
 def test_every_config_problem_is_listed_at_once(tmp_path, capsys):

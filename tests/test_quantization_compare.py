@@ -255,6 +255,8 @@ def test_names_cut_by_compact_find_the_same_tensors_as_the_converters_names(tmp_
     assert {"relu", "block/se/squeeze", "block/se/excite", "head"} <= set(cut), list(cut)
     assert any(name.startswith("block/se/mean") for name in cut), list(cut)
     assert list(cut) == list(converters)
+    # the row of a fused convolution is named after its last layer and lists the layers it computes
+    assert cut["relu"].fused_layers == ("stem", "bn", "relu") and cut["head"].fused_layers == ()
     for name, row in cut.items():
         assert dataclasses.replace(row, tensor="") == dataclasses.replace(converters[name], tensor=""), name
         assert set(row.tensor.split(";")) <= set(converters[name].tensor.split(";")), name

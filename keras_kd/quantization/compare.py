@@ -60,6 +60,11 @@ class LayerDrift:
             the drift shows on this layer.
         local_off: the fraction of the layer's values that are more than half a
             step off in that local comparison (`None` as above).
+        fused_layers: the layers of the float model this one computes, in
+            order, where it stands for several (a convolution, its folded
+            BatchNormalization and its fused ReLU: `("stem", "stem_bn",
+            "stem_relu")`, reported under the last one's name, which the
+            quantized layer keeps); empty otherwise.
     """
 
     name: str
@@ -72,6 +77,7 @@ class LayerDrift:
     relative: float
     local_max_steps: float = None
     local_off: float = None
+    fused_layers: tuple = ()
 
 
 def _is_quantized(layer):
@@ -289,6 +295,11 @@ def _warn_float_ops(tflite_path):
         )
 
 
+def _fused(layer):
+    fused = tuple(getattr(layer, "fused_layers", None) or ())
+    return fused if len(fused) > 1 else ()
+
+
 def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
     """Layer by layer, how far the INT8 file's intermediate tensors are from the Keras QAT model.
 
@@ -419,6 +430,7 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
                 relative=float(difference.mean() / max(np.abs(expected).mean(), 1e-12)),
                 local_max_steps=local_max_steps,
                 local_off=local_off,
+                fused_layers=_fused(layer),
             )
         )
     return rows
