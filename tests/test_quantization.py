@@ -738,6 +738,7 @@ def test_public_surface_is_pinned():
             "QuantizedAffine",
             "QuantizedOutput",
             "QuantizedAveragePooling",
+            "QuantizedResize",
             "QuantizedConstant",
             "QuantizedSubmodel",
             "fold_batch_norm",

@@ -261,3 +261,29 @@ def test_names_cut_by_compact_find_the_same_tensors_as_the_converters_names(tmp_
         assert dataclasses.replace(row, tensor="") == dataclasses.replace(converters[name], tensor=""), name
         assert set(row.tensor.split(";")) <= set(converters[name].tensor.split(";")), name
     assert sum(len(r.tensor) for r in cut.values()) < 0.8 * sum(len(r.tensor) for r in converters.values())
+
+
+@pytest.mark.slow
+def test_a_bilinear_resize_rounds_as_xnnpack_does(tmp_path, rng):
+    from keras_kd.quantization import QuantizedResize
+
+    inputs = keras.Input((6, 6, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = L.UpSampling2D(2, interpolation="bilinear", name="up")(x)
+    x = L.UpSampling2D(2, name="nearest")(x)  # copies values: nothing to round
+    x = L.Conv2D(4, 3, padding="same", name="conv_b")(x)
+    data = rng.normal(size=(32, 6, 6, 3)).astype("float32")
+    path = str(tmp_path / "resize.tflite")
+    qat = calibrated_int8_file(keras.Model(inputs, L.Dense(3, name="head")(L.Flatten()(x))), data, path)
+    assert isinstance(qat.get_layer("up"), QuantizedResize) and qat.get_layer("up").ties == "up"
+    assert type(qat.get_layer("nearest")) is L.UpSampling2D
+    # a quarter of a 2x upsampling's weighted averages fall halfway between two steps (measured: unrounded,
+    # the next convolution was 2 steps off on a quarter of its values): XNNPACK rounds them up
+    rows = {row.name: row for row in compare_layers(qat, path, data)}
+    assert rows["up"].local_off == 0.0 and rows["up"].local_max_steps < 0.01, rows["up"]
+    # and the convolution after it computes what the file computes (a value within float32's reach of a tie
+    # may round the other way)
+    assert rows["conv_b"].local_off < 0.001 and all(row.max_steps <= 1.01 for row in rows.values()), rows
+    # the builtin kernels round those halves away from zero: within a step
+    builtin = {row.name: row for row in compare_layers(qat, path, data, use_xnnpack=False)}
+    assert 0.01 < builtin["up"].local_off < 0.3 and builtin["up"].local_max_steps <= 1.01, builtin["up"]

@@ -514,3 +514,18 @@ def test_a_mean_over_single_values_passes_its_input_scale_on():
     qat = quantize_model(keras.Model(inputs, x))
     assert type(qat.get_layer("gap")) is L.GlobalAveragePooling2D
     assert qat.get_layer("squeeze").input_quantizer is qat.get_layer("to_1x1").output_quantizer
+
+
+def test_resizes_int8_cannot_compute_are_refused_and_rounding_rules_are_checked():
+    from keras_kd.quantization import QuantizeRule, quantize_model
+
+    inputs = keras.Input((6, 6, 3))
+    model = keras.Model(inputs, L.Resizing(9, 9, interpolation="bicubic", name="bicubic")(inputs))
+    with pytest.raises(ValueError, match=r"bicubic.*interpolation='bicubic': TFLite resizes int8 tensors with "
+                                         r"'nearest' or 'bilinear' only"):
+        quantize_model(model)
+    model = keras.Model(inputs, L.Resizing(9, 9, antialias=True, name="smooth")(inputs))
+    with pytest.raises(ValueError, match=r"antialias=True: TFLite has no int8 antialiased resize"):
+        quantize_model(model)
+    with pytest.raises(ValueError, match=r"rounds_average must be False, True, 'away', 'up' or a callable"):
+        QuantizeRule(L.AveragePooling2D, "passthrough", rounds_average="sideways")

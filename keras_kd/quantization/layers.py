@@ -41,6 +41,7 @@ __all__ = [
     "QuantizedAffine",
     "QuantizedOutput",
     "QuantizedAveragePooling",
+    "QuantizedResize",
     "QuantizedConstant",
     "QuantizedSubmodel",
     "KernelRule",
@@ -812,6 +813,8 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
 
     Args:
         layer: the AveragePooling1D/2D layer (or its config).
+        ties: how a value halfway between two steps is rounded (see
+            `quantizers.round_average`): "away" from zero, as AVERAGE_POOL_2D.
         **kwargs: standard layer arguments (`name`).
 
     Example:
@@ -824,11 +827,18 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
     [0.01, 0.03]
     """
 
-    def __init__(self, layer, **kwargs):
+    #: The rounding of the TFLite kernel this layer stands for, when not passed.
+    default_ties = "away"
+
+    def __init__(self, layer, ties=None, **kwargs):
         layer = _as_layer(layer, "layer")
+        ties = self.default_ties if ties is None else ties
+        if ties not in ("away", "up"):
+            raise ValueError(f"{type(self).__name__}: ties must be 'away' or 'up', got {ties!r}.")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self.layer = layer
+        self.ties = ties
 
     def build(self, input_shape):
         if not self.layer.built:
@@ -840,7 +850,7 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
         if quantizer is None or not quantizer.built or getattr(_CONVERTING, "active", False):
             return outputs
         low, high = quantizer._floored(quantizer.min_value, quantizer.max_value)
-        return round_average(outputs, low, high, num_bits=quantizer.num_bits)
+        return round_average(outputs, low, high, num_bits=quantizer.num_bits, ties=self.ties)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -849,7 +859,39 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)  # the inner layer carries the dtype policy
         config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        config["ties"] = self.ties
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_kd")
+class QuantizedResize(QuantizedAveragePooling):
+    """A bilinear UpSampling2D or Resizing whose outputs are rounded to its input's int8 grid, as XNNPACK rounds them.
+
+    TFLite's int8 RESIZE_BILINEAR keeps its input's scale; each output is a
+    weighted average of four input pixels, rounded back to that grid. On
+    XNNPACK, TFLite's default CPU kernels, a value halfway between two steps
+    goes up (measured: every value of a 2x upsampling); TFLite's builtin
+    kernels round it away from zero and compute the weights in 10-bit fixed
+    point, so they differ from XNNPACK by a step on a few values. The Keras
+    model follows XNNPACK (`ties="up"`), as a phone runs the file. Otherwise
+    as `QuantizedAveragePooling`.
+
+    Args:
+        layer: the UpSampling2D or Resizing layer, with bilinear interpolation.
+        ties: "up" (XNNPACK, the default) or "away" (the builtin kernels).
+        **kwargs: standard layer arguments (`name`).
+
+    Example:
+
+    >>> inputs = keras.Input((2, 1, 1))
+    >>> quantizer = FakeQuant(initial_range=(0.0, 2.55))  # steps of 0.01
+    >>> resize = QuantizedResize(keras.layers.UpSampling2D((2, 1), interpolation="bilinear"))
+    >>> model = keras.Model(inputs, resize(quantizer(inputs)))
+    >>> [round(float(v), 4) for v in model(tf.constant([[[[0.0]], [[0.02]]]])).numpy().ravel()]
+    [0.0, 0.01, 0.02, 0.02]
+    """
+
+    default_ties = "up"
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")

@@ -39,7 +39,7 @@ from keras_kd.quantization.graph import (
     is_functional,
     rebuild,
 )
-from keras_kd.quantization.registry import QuantizeRegistry, supported_layer_types
+from keras_kd.quantization.registry import QuantizeRegistry, rounding_of, supported_layer_types
 from keras_kd.quantization.rewrites import canonicalize
 
 __all__ = [
@@ -59,6 +59,7 @@ _QUANTIZED_CLASSES = (
     qlayers.QuantizedWeights,
     qlayers.QuantizedOutput,
     qlayers.QuantizedAveragePooling,
+    qlayers.QuantizedResize,
     qlayers.QuantizedConstant,
     qlayers.QuantizedActivation,
     qlayers.QuantizedAffine,
@@ -334,8 +335,11 @@ class _Placer:
             new = clone_layer(operation)
             copies.append((new, operation))
             flags = [step.kind == "passthrough" and all(input_flags)] * count
-            if step.kind == "passthrough" and step.rule.rounds_average and all(input_flags):
-                new = qlayers.QuantizedAveragePooling(new, name=operation.name)
+            ties = rounding_of(step.rule, operation) if step.kind == "passthrough" else None
+            if ties is not None and all(input_flags):
+                resize = isinstance(operation, (keras.layers.UpSampling2D, keras.layers.Resizing))
+                rounding = qlayers.QuantizedResize if resize else qlayers.QuantizedAveragePooling
+                new = rounding(new, ties=ties, name=operation.name)
         elif step.kind == "activation":
             new = qlayers.QuantizedActivation(
                 step.rule.activation(operation), num_bits=self.num_bits, ema_decay=self.ema_decay, name=operation.name

@@ -193,21 +193,25 @@ def fake_quant_activations(values, min_value, max_value, num_bits=8):
 _TIE_TOLERANCE = 1e-3
 
 
-def round_average(average, min_value, max_value, num_bits=8):
-    """An average of values on an activation grid, rounded back to that grid as TFLite's int8 average pooling does.
+def round_average(average, min_value, max_value, num_bits=8, ties="away"):
+    """An average of values on an activation grid, rounded back to that grid as TFLite's int8 kernels do.
 
     AVERAGE_POOL_2D keeps its input's scale and zero point, sums the int8
     values `q` of a window (zero point included) and divides by their count,
     rounding half away from zero: `sign(s) * floor((|s| + n // 2) / n)` for a
     sum `s` of `n` values, on XNNPACK and on the builtin kernels alike
     (measured). For windows of up to 500 values that is the window's mean `q`
-    rounded half away from zero, which this computes in float32. Gradients
-    pass straight through the rounding.
+    rounded half away from zero, which this computes in float32.
+    RESIZE_BILINEAR's weighted average of four pixels also keeps its input's
+    grid; XNNPACK rounds it half up (`ties="up"`, measured on every value of a
+    2x upsampling), the builtin kernels half away from zero. Gradients pass
+    straight through the rounding.
 
     Args:
         average: the float average of values fake-quantized to `[min_value, max_value]`.
         min_value, max_value: that range (as the `FakeQuant` before uses it).
         num_bits: bit width, 8 for TFLite int8.
+        ties: "away" (half away from zero on `q`) or "up" (half towards +inf).
 
     Returns:
         `average` on the grid, as the file computes it.
@@ -220,6 +224,8 @@ def round_average(average, min_value, max_value, num_bits=8):
     [0.0, 1.0]
     """
     _check_num_bits(num_bits)
+    if ties not in ("away", "up"):
+        raise ValueError(f"ties must be 'away' or 'up', got {ties!r}.")
     dtype = average.dtype
     average = tf.cast(average, tf.float32)
     low = tf.stop_gradient(tf.cast(min_value, tf.float32))
@@ -230,6 +236,9 @@ def round_average(average, min_value, max_value, num_bits=8):
     zero = tf.clip_by_value(tf.floor(-low / scale + 0.5), 0.0, quant_max)  # TF's nudged zero point
     half = float(2 ** (num_bits - 1))
     q = average / scale + zero - half  # the int8 value, not yet rounded
-    rounded = tf.sign(q) * tf.floor(tf.abs(q) + 0.5 + _TIE_TOLERANCE)
+    if ties == "up":
+        rounded = tf.floor(q + 0.5 + _TIE_TOLERANCE)
+    else:
+        rounded = tf.sign(q) * tf.floor(tf.abs(q) + 0.5 + _TIE_TOLERANCE)
     outputs = (rounded + half - zero) * scale
     return tf.cast(average + tf.stop_gradient(outputs - average), dtype)

@@ -56,8 +56,12 @@ class QuantizeRule:
             as operands (`x + table`) are int8 constants in the file, quantized
             over their own range; they are replaced by `QuantizedConstant`.
         rounds_average: role "passthrough": the int8 op averages its inputs and
-            rounds the average back to the input's grid (AVERAGE_POOL_2D); the
-            layer is wrapped in `QuantizedAveragePooling`, which rounds alike.
+            rounds the average back to the input's grid. True or "away": half
+            away from zero (AVERAGE_POOL_2D), "up": half up (RESIZE_BILINEAR on
+            XNNPACK), or `layer -> one of those, or None` where it depends on
+            the layer (a bilinear resize rounds, a nearest one copies). The
+            layer is wrapped in `QuantizedAveragePooling` (`QuantizedResize`
+            for UpSampling2D and Resizing), which rounds alike.
         tflite_ops: the TFLite ops it becomes (for the docs).
 
     Example:
@@ -80,7 +84,7 @@ class QuantizeRule:
     affine: object = None
     rewrite: object = None
     quantizes_constants: bool = False
-    rounds_average: bool = False
+    rounds_average: object = False
     tflite_ops: str = ""
 
     def __post_init__(self):
@@ -96,6 +100,11 @@ class QuantizeRule:
         if self.role == "rewrite" and self.rewrite is None:
             raise ValueError(f"A 'rewrite' rule needs rewrite=(layer, args, kwargs, names) -> outputs; "
                              f"{self.layer_type.__name__} has none.")
+        if not (self.rounds_average in (False, True, "away", "up") or callable(self.rounds_average)):
+            raise ValueError(
+                f"QuantizeRule.rounds_average must be False, True, 'away', 'up' or a callable (layer -> one of "
+                f"those), got {self.rounds_average!r} for {self.layer_type.__name__}."
+            )
         if self.role == "affine" and self.affine is None:
             raise ValueError(f"An 'affine' rule needs affine=(layer -> (scale, offset)); {self.layer_type.__name__} has none.")
 
@@ -105,6 +114,26 @@ class QuantizeRule:
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def _bilinear_rounds(layer):
+    return "up" if getattr(layer, "interpolation", "nearest") == "bilinear" else None
+
+
+def _resize_check(layer):
+    found = _channels_last(layer)
+    if found is None and getattr(layer, "interpolation", "nearest") not in ("nearest", "bilinear"):
+        found = (f"interpolation={layer.interpolation!r}: TFLite resizes int8 tensors with 'nearest' or 'bilinear' "
+                 "only; use one of those")
+    if found is None and getattr(layer, "antialias", False):
+        found = "antialias=True: TFLite has no int8 antialiased resize; pass antialias=False"
+    return found
+
+
+def rounding_of(rule, layer):
+    """How the int8 op of `layer` rounds what it averages under `rule`: "away", "up", or None (no rounding)."""
+    found = rule.rounds_average(layer) if callable(rule.rounds_average) else rule.rounds_average
+    return "away" if found is True else (found or None)
 
 
 def _channels_last(layer):
@@ -276,8 +305,6 @@ def default_rules():
             layers.Cropping1D,
             layers.Cropping2D,
             layers.UpSampling1D,
-            layers.UpSampling2D,
-            layers.Resizing,
             layers.Reshape,
             layers.Flatten,
             layers.Permute,
@@ -299,6 +326,13 @@ def default_rules():
         check=_channels_last,
         rounds_average=True,
         tflite_ops="AVERAGE_POOL_2D (keeps its input's scale, rounds the average to it)",
+    )
+    add(
+        (layers.UpSampling2D, layers.Resizing),
+        "passthrough",
+        check=_resize_check,
+        rounds_average=_bilinear_rounds,
+        tflite_ops="RESIZE_NEAREST_NEIGHBOR, or RESIZE_BILINEAR (keeps its input's scale, rounds to it)",
     )
     from keras_kd.quantization import rewrites
 
