@@ -224,6 +224,18 @@ class FakeQuant(keras.layers.Layer):
             high = tf.maximum(high, low + self.min_range)
         return low, high
 
+    def range(self):
+        """The stored `(min, max)` as the fake quant uses it and TFLite reads it (with `min_range` applied).
+
+        Example:
+
+        >>> quantizer = FakeQuant(initial_range=(0.0, 1e-6), min_range=0.01)
+        >>> _ = quantizer(tf.zeros((1, 4)))
+        >>> [round(float(v), 6) for v in quantizer.range()]
+        [0.0, 0.01]
+        """
+        return self._floored(self.min_value, self.max_value)
+
     def scale(self):
         """The size of one int8 step of the stored range, as TFLite gives the tensor: `(max - min) / 255`.
 
@@ -237,7 +249,7 @@ class FakeQuant(keras.layers.Layer):
         >>> round(float(quantizer.scale()), 6)
         0.01
         """
-        low, high = self._floored(self.min_value, self.max_value)
+        low, high = self.range()
         return (high - low) / float(2**self.num_bits - 1)
 
     def compute_output_shape(self, input_shape):
@@ -849,7 +861,7 @@ class QuantizedAveragePooling(_ReadsInputScale, keras.layers.Layer):
         quantizer = self.input_quantizer
         if quantizer is None or not quantizer.built or getattr(_CONVERTING, "active", False):
             return outputs
-        low, high = quantizer._floored(quantizer.min_value, quantizer.max_value)
+        low, high = quantizer.range()
         return round_average(outputs, low, high, num_bits=quantizer.num_bits, ties=self.ties)
 
     def compute_output_shape(self, input_shape):
