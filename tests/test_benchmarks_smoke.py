@@ -111,6 +111,21 @@ def test_qat_networks_layers_runs_every_layer_on_the_files_inputs(tmp_path, caps
     assert re.search(r"^\| SeparableConv2D net \| 25 K \| \d+ \| \d+ \| 1\.00 ", capsys.readouterr().out, re.MULTILINE)
 
 
+PER_CHANNEL = os.path.join(ROOT, "benchmarks", "per_channel.py")
+
+
+@pytest.mark.slow
+def test_per_channel_quick_measures_the_three_modes_from_one_student(tmp_path, capsys):
+    out = tmp_path / "per_channel.json"
+    assert _load_script(PER_CHANNEL).main(["--quick", "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    modes = [row[key] for key in ("True", "depthwise", "False")]
+    assert all(0.0 <= mode["int8_accuracy"] <= 1.0 and mode["agreement"] >= 0.9 for mode in modes), row
+    # the keyword-spotting net has no depthwise kernel: "depthwise" and False write the same, smaller file
+    assert modes[1]["size_ratio"] == modes[2]["size_ratio"] < modes[0]["size_ratio"], row
+    assert "QAT INT8 over 1 seed(s)" in capsys.readouterr().out
+
+
 QUALITY = os.path.join(ROOT, "benchmarks", "quality.py")
 
 
