@@ -261,6 +261,18 @@ def test_names_cut_by_compact_find_the_same_tensors_as_the_converters_names(tmp_
         assert dataclasses.replace(row, tensor="") == dataclasses.replace(converters[name], tensor=""), name
         assert set(row.tensor.split(";")) <= set(converters[name].tensor.split(";")), name
     assert sum(len(r.tensor) for r in cut.values()) < 0.8 * sum(len(r.tensor) for r in converters.values())
+    # names dropped: nothing can be matched, and the error says why instead of returning no rows
+    stripped = to_tflite(qat, str(tmp_path / "stripped.tflite"), strip_names=True)
+    with pytest.raises(ValueError, match=r"\d+ of the file's \d+ op outputs have no name \(written with "
+                                         r"to_tflite\(..., strip_names=True\)\).*without strip_names"):
+        compare_layers(qat, stripped.path, data)
+    # a file converted from another model: no layer of this one is found
+    other = calibrated_int8_file(keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(2, 1, name="elsewhere"),
+                                                   L.Flatten(name="flat"), L.Dense(3, name="out")]),
+                                 data, str(tmp_path / "other.tflite"))
+    assert other is not None
+    with pytest.raises(ValueError, match=r"None of the \d+ quantized layers of .* has a tensor in the file"):
+        compare_layers(qat, str(tmp_path / "other.tflite"), data)
 
 
 @pytest.mark.slow

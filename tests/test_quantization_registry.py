@@ -521,11 +521,14 @@ def test_resizes_int8_cannot_compute_are_refused_and_rounding_rules_are_checked(
 
     inputs = keras.Input((6, 6, 3))
     model = keras.Model(inputs, L.Resizing(9, 9, interpolation="bicubic", name="bicubic")(inputs))
-    with pytest.raises(ValueError, match=r"bicubic.*interpolation='bicubic': TFLite resizes int8 tensors with "
-                                         r"'nearest' or 'bilinear' only"):
+    with pytest.raises(ValueError, match=r"bicubic.*interpolation='bicubic': TFLite's resize ops are 'nearest' and "
+                                         r"'bilinear' only"):
         quantize_model(model)
     model = keras.Model(inputs, L.Resizing(9, 9, antialias=True, name="smooth")(inputs))
-    with pytest.raises(ValueError, match=r"antialias=True: TFLite has no int8 antialiased resize"):
+    with pytest.raises(ValueError, match=r"antialias=True: TFLite has no antialiased resize op"):
+        quantize_model(model)
+    model = keras.Model(inputs, L.Resizing(9, 6, pad_to_aspect_ratio=True, name="padded")(inputs))
+    with pytest.raises(ValueError, match=r"padded.*pad_to_aspect_ratio=True: the padding becomes float FILL"):
         quantize_model(model)
     with pytest.raises(ValueError, match=r"rounds_average must be False, True, 'away', 'up' or a callable"):
         QuantizeRule(L.AveragePooling2D, "passthrough", rounds_average="sideways")

@@ -328,8 +328,10 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
         `local_max_steps` is the layer's own share of it.
 
     Raises:
-        ValueError: `model` has no quantized layers, or `x` does not fit the
-            file's inputs (count or shape).
+        ValueError: `model` has no quantized layers, `x` does not fit the
+            file's inputs (count or shape), the file's tensors have no names
+            (`strip_names=True`), or none of its layers has a tensor in the
+            file (a file converted from another model).
 
     Warns:
         UserWarning: the file computes some ops in float (it is not all-int8).
@@ -379,6 +381,13 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
     def fits(file_shape, shape):  # a traced block's symbolic shapes can leave a dimension unknown
         return len(file_shape) == len(shape) and all(d is None or d == f for d, f in zip(shape[1:], file_shape[1:]))
 
+    unnamed = [index for index in order if not details[index]["name"]]
+    if len(unnamed) > len(order) // 2:
+        raise ValueError(
+            f"{len(unnamed)} of the file's {len(order)} op outputs have no name (written with "
+            "to_tflite(..., strip_names=True)): compare_layers finds a layer's tensor by its name. Compare a file "
+            "written without strip_names; it computes the same values."
+        )
     op_tensors = _op_tensors(model, details, order, fits)
 
     def file_index(path, shape):
@@ -406,7 +415,8 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
     _local_outputs(model, file_inputs, file_tensor, "", local)
 
     rows = []
-    for path, layer, expected in _keras_outputs(model, values):
+    outputs = _keras_outputs(model, values)
+    for path, layer, expected in outputs:
         expected = np.asarray(expected, np.float32)
         index = file_index(path, expected.shape)
         if index is None:
@@ -432,5 +442,10 @@ def compare_layers(model, tflite_path, x, max_samples=64, use_xnnpack=True):
                 local_off=local_off,
                 fused_layers=_fused(layer),
             )
+        )
+    if outputs and not rows:
+        raise ValueError(
+            f"None of the {len(outputs)} quantized layers of {model.name!r} has a tensor in the file: compare_layers "
+            "finds a layer's tensor by its name. Pass the file converted from this model (to_tflite(model, ...))."
         )
     return rows

@@ -502,6 +502,8 @@ def quantize_model(
             f"unsupported must be one of {_UNSUPPORTED_MODES}, got {unsupported!r}: 'error' to stop on "
             "layers that cannot be quantized, 'float' to keep them in float."
         )
+    if isinstance(per_channel, np.bool_):
+        per_channel = bool(per_channel)
     if not (per_channel is True or per_channel is False or per_channel == "depthwise"):
         raise ValueError(
             f"per_channel must be True, 'depthwise' or False, got {per_channel!r}: True scales every convolution "

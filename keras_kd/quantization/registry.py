@@ -122,11 +122,15 @@ def _bilinear_rounds(layer):
 
 def _resize_check(layer):
     found = _channels_last(layer)
+    # TFLite has no builtin op for these in any precision: in float they would need the Flex delegate
     if found is None and getattr(layer, "interpolation", "nearest") not in ("nearest", "bilinear"):
-        found = (f"interpolation={layer.interpolation!r}: TFLite resizes int8 tensors with 'nearest' or 'bilinear' "
-                 "only; use one of those")
+        found = (f"interpolation={layer.interpolation!r}: TFLite's resize ops are 'nearest' and 'bilinear' only "
+                 "(in float too, other modes need the Flex delegate); use one of those")
     if found is None and getattr(layer, "antialias", False):
-        found = "antialias=True: TFLite has no int8 antialiased resize; pass antialias=False"
+        found = "antialias=True: TFLite has no antialiased resize op (in float either); pass antialias=False"
+    if found is None and getattr(layer, "pad_to_aspect_ratio", False):
+        found = ("pad_to_aspect_ratio=True: the padding becomes float FILL and MUL ops; pad the images before the "
+                 "model, or use crop_to_aspect_ratio")
     return found
 
 
