@@ -322,7 +322,7 @@ def default_rules():
         ),
         "passthrough",
         check=_channels_last,
-        tflite_ops="keeps its input's scale (MAX_POOL_2D, PAD, RESHAPE, RESIZE_*, ...)",
+        tflite_ops="keeps its input's scale (MAX_POOL_2D, PAD, RESHAPE, ...)",
     )
     add(
         (layers.AveragePooling1D, layers.AveragePooling2D),
