@@ -141,16 +141,18 @@ def to_tflite(
             TensorFlow op fused into it). Every Keras layer a name listed
             stays in it, so `compare_layers` and the errors read the file as
             they read the converter's. INT8 files of mobile networks come out
-            7-25% smaller. False keeps the converter's bytes.
+            6-20% smaller (more under 100 K parameters). False keeps the
+            converter's bytes.
         strip_names: drop the names of the file's intermediate tensors; the
             inputs, outputs and signatures keep theirs. The converter names each
             fused op's output after every TensorFlow op fused into it, and in a
             network under 100 K parameters those names weigh about as much as
-            the weights, even cut by `compact`. The file computes bit for bit the same. The float-op
-            check and the report read the names before they are dropped, but
-            `keras_kd.quantization.compare_layers` matches Keras layers to
-            tensors by name (run it on a file written without this option), and
-            an XNNPACK preparation error then cannot name the layers behind it.
+            the weights, even cut by `compact`. The file computes bit for bit
+            the same. The float-op check and the report read the names before
+            they are dropped, but `keras_kd.quantization.compare_layers`
+            matches Keras layers to tensors by name (run it on a file written
+            without this option), and an XNNPACK preparation error then cannot
+            name the layers behind it.
 
     Returns:
         An `ExportReport`.
