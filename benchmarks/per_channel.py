@@ -13,10 +13,16 @@ batches, same augmentation: none), written with `to_tflite` and measured:
 The modes differ only in how convolution kernels are scaled, so the accuracy column is
 the price of the smaller file. Mean and spread over the seeds are printed per mode.
 
+`--latency` trains nothing: each network gets trained-like weights and ranges set on 256
+inputs (as `qat_networks.py --sizes`), its INT8 file is written in each mode, and the
+three files are timed in interleaved rounds (ai-edge-litert, 1 thread, median of the
+per-round p50s), as ratios over the per-channel file.
+
 Run from the repository root:
 
     python benchmarks/per_channel.py --networks MobileNetV2-0.35 --seeds 0,1,2
     python benchmarks/per_channel.py --quick          # smoke run: a small net, tiny data
+    python benchmarks/per_channel.py --latency --networks MobileNetV2-0.35   # host latency per mode
 """
 
 import argparse
@@ -35,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qat_networks as shared  # noqa: E402
 
 from keras_kd.backend import keras  # noqa: E402
-from keras_kd.benchmark import host_description  # noqa: E402
+from keras_kd.benchmark import benchmark_tflite, host_description  # noqa: E402
 from keras_kd.export import to_tflite  # noqa: E402
 from keras_kd.quantization import quantize_model  # noqa: E402
 
@@ -64,6 +70,23 @@ def measure(name, data, teacher, args, seed, folder):
             "stripped_size_ratio": shared._stripped_size(path) / float_size,
         }
     return row
+
+
+def measure_latency(name, data, args, folder):
+    """Host latency of the INT8 file in each mode (same weights and ranges), over the per-channel file's."""
+    student, qat, _ = shared._calibrated(name, data)
+    paths = {}
+    for mode in MODES:
+        copy = quantize_model(student, per_channel=mode)
+        copy.set_weights(qat.get_weights())  # the same weights and ranges; only the kernels' scales differ
+        paths[str(mode)] = to_tflite(copy, os.path.join(folder, f"int8_{mode}.tflite")).path
+    p50s = {key: [] for key in paths}
+    for _ in range(args.rounds):
+        for key, path in paths.items():
+            p50s[key].append(benchmark_tflite(path, num_threads=1, num_runs=args.runs, warmup_runs=5).p50_ms)
+    medians = {key: statistics.median(values) for key, values in p50s.items()}
+    return {"network": name, "p50_ms": medians,
+            "ratio": {key: medians[key] / medians["True"] for key in medians}}
 
 
 def _spread(values):
@@ -97,6 +120,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20, help="float distillation epochs")
     parser.add_argument("--qat-epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="one small net, tiny data and schedule")
+    parser.add_argument("--latency", action="store_true", help="host latency of each mode's file; no training")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
+    parser.add_argument("--runs", type=int, default=100, help="interpreter runs per latency round")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -106,6 +132,8 @@ def main(argv=None):
     unknown = [n for n in names if n not in shared.NETWORKS]
     if unknown:
         parser.error(f"unknown network(s) {unknown}; choose from {list(shared.NETWORKS)}")
+    if args.latency:
+        return main_latency(names, args)
     rows, datasets = [], {}
     for seed in (int(s) for s in args.seeds.split(",")):
         teachers = {}
@@ -128,6 +156,29 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"header": header, "rows": rows}, handle, indent=2)
+    return 0
+
+
+def main_latency(names, args):
+    rows, datasets = [], {}
+    for name in names:
+        kind = shared.NETWORKS[name][0]
+        if kind not in datasets:
+            datasets[kind] = shared._DATA[kind](args.limit)
+        keras.utils.set_random_seed(0)
+        with tempfile.TemporaryDirectory() as folder:
+            rows.append(measure_latency(name, datasets[kind], args, folder))
+        print(json.dumps(rows[-1]), flush=True)
+    print(f"{datetime.date.today().isoformat()}, {host_description()}; INT8 host latency, 1 thread, "
+          f"{args.rounds} interleaved rounds of {args.runs} runs")
+    print("| network | " + " | ".join(f"per_channel={m!s}: p50 ms (over per channel)" for m in MODES) + " |")
+    print("|---|" + "---:|" * len(MODES))
+    for row in rows:
+        cells = [f"{row['p50_ms'][str(m)]:.3f} ({row['ratio'][str(m)]:.2f}x)" for m in MODES]
+        print(f"| {row['network']} | " + " | ".join(cells) + " |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"rows": rows}, handle, indent=2)
     return 0
 
 

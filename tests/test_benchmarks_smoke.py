@@ -124,6 +124,11 @@ def test_per_channel_quick_measures_the_three_modes_from_one_student(tmp_path, c
     # the keyword-spotting net has no depthwise kernel: "depthwise" and False write the same, smaller file
     assert modes[1]["size_ratio"] == modes[2]["size_ratio"] < modes[0]["size_ratio"], row
     assert "QAT INT8 over 1 seed(s)" in capsys.readouterr().out
+    latency = tmp_path / "latency.json"
+    assert _load_script(PER_CHANNEL).main(["--latency", "--networks", "Conv1D keyword spotting", "--limit", "100",
+                                           "--rounds", "1", "--runs", "5", "--json", str(latency)]) == 0
+    (row,) = json.loads(latency.read_text())["rows"]
+    assert row["ratio"]["True"] == 1.0 and all(value > 0 for value in row["p50_ms"].values()), row
 
 
 QUALITY = os.path.join(ROOT, "benchmarks", "quality.py")
