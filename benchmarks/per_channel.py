@@ -77,8 +77,7 @@ def measure_latency(name, data, args, folder):
     student, qat, _ = shared._calibrated(name, data)
     paths = {}
     for mode in MODES:
-        copy = quantize_model(student, per_channel=mode)
-        copy.set_weights(qat.get_weights())  # the same weights and ranges; only the kernels' scales differ
+        copy = shared.requantized(student, qat, per_channel=mode)
         paths[str(mode)] = to_tflite(copy, os.path.join(folder, f"int8_{mode}.tflite")).path
     p50s = {key: [] for key in paths}
     for _ in range(args.rounds):

@@ -370,6 +370,13 @@ def measure_layers(name, data, folder):
     return {"network": name, "parameters": int(student.count_params()), **_local_drift(qat, path, x[:32])}
 
 
+def requantized(student, qat, per_channel):
+    """`quantize_model(student, per_channel=...)` with `qat`'s weights and ranges: only the kernels' scales differ."""
+    copy = quantize_model(student, per_channel=per_channel)
+    copy.set_weights(qat.get_weights())
+    return copy
+
+
 def measure_sizes(name, data, folder):
     """Bytes of the float32 file and of the INT8 file as converted, compacted, and with names stripped."""
     student, qat, x = _calibrated(name, data)
@@ -382,8 +389,7 @@ def measure_sizes(name, data, folder):
         converted = handle.read()
     sizes["compact"] = len(_compact.compact(converted))
     sizes["stripped"] = len(_compact.repack(converted, strip_names=True))
-    one_scale = quantize_model(student, per_channel="depthwise")
-    one_scale.set_weights(qat.get_weights())  # the same weights and ranges; only the kernels' scales differ
+    one_scale = requantized(student, qat, per_channel="depthwise")
     one_scale_path = os.path.join(folder, "depthwise.tflite")
     sizes["depthwise_compact"] = to_tflite(one_scale, one_scale_path).size_bytes
     with open(one_scale_path, "rb") as handle:

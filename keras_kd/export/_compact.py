@@ -65,9 +65,9 @@ def repack(content, share_arrays=True, strip_names=False, shorten_names=False):
     """
     model = _unpack(content)
     if strip_names:
-        _strip_names(model)
+        _rename_intermediates(model, lambda name: None)
     elif shorten_names:
-        _shorten_names(model)
+        _rename_intermediates(model, shortened_name)
     packed = _pack(model, len(content), share_arrays)
     return packed if strip_names or len(packed) < len(content) else content
 
@@ -122,20 +122,13 @@ class _CannotRepack(ValueError):
     """The file cannot be written again safely; `compact` then keeps it as converted."""
 
 
-def _strip_names(model):
-    for subgraph in model.subgraphs or ():
-        edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
-        for index, tensor in enumerate(subgraph.tensors or ()):
-            if index not in edges:
-                tensor.name = None
-
-
-def _shorten_names(model):
+def _rename_intermediates(model, rename):
+    """Gives each named tensor that is not an input or an output of its subgraph the name `rename(name)`."""
     for subgraph in model.subgraphs or ():
         edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
         for index, tensor in enumerate(subgraph.tensors or ()):
             if index not in edges and tensor.name:
-                tensor.name = shortened_name(tensor.name)
+                tensor.name = rename(tensor.name)
 
 
 def shortened_name(name):

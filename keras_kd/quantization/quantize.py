@@ -39,7 +39,7 @@ from keras_kd.quantization.graph import (
     is_functional,
     rebuild,
 )
-from keras_kd.quantization.registry import QuantizeRegistry, rounding_of, supported_layer_types
+from keras_kd.quantization.registry import QuantizeRegistry, supported_layer_types
 from keras_kd.quantization.rewrites import canonicalize
 
 __all__ = [
@@ -335,7 +335,7 @@ class _Placer:
             new = clone_layer(operation)
             copies.append((new, operation))
             flags = [step.kind == "passthrough" and all(input_flags)] * count
-            ties = rounding_of(step.rule, operation) if step.kind == "passthrough" else None
+            ties = step.rule.rounding(operation) if step.kind == "passthrough" else None
             if ties is not None and all(input_flags):
                 resize = isinstance(operation, (keras.layers.UpSampling2D, keras.layers.Resizing))
                 rounding = qlayers.QuantizedResize if resize else qlayers.QuantizedAveragePooling

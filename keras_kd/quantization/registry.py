@@ -112,6 +112,11 @@ class QuantizeRule:
         """Why `layer` cannot be quantized under this rule, or None."""
         return self.check(layer) if self.check is not None else None
 
+    def rounding(self, layer):
+        """How the int8 op of `layer` rounds what it averages: "away", "up", or None (it does not round)."""
+        found = self.rounds_average(layer) if callable(self.rounds_average) else self.rounds_average
+        return "away" if found is True else (found or None)
+
 
 # --------------------------------------------------------------------------- checks
 
@@ -132,12 +137,6 @@ def _resize_check(layer):
         found = ("pad_to_aspect_ratio=True: the padding becomes float FILL and MUL ops; pad the images before the "
                  "model, or use crop_to_aspect_ratio")
     return found
-
-
-def rounding_of(rule, layer):
-    """How the int8 op of `layer` rounds what it averages under `rule`: "away", "up", or None (no rounding)."""
-    found = rule.rounds_average(layer) if callable(rule.rounds_average) else rule.rounds_average
-    return "away" if found is True else (found or None)
 
 
 def _channels_last(layer):
