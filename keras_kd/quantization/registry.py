@@ -113,7 +113,13 @@ class QuantizeRule:
         return self.check(layer) if self.check is not None else None
 
     def rounding(self, layer):
-        """How the int8 op of `layer` rounds what it averages: "away", "up", or None (it does not round)."""
+        """How the int8 op of `layer` rounds what it averages: "away", "up", or None (it does not round).
+
+        >>> bilinear, nearest = keras.layers.UpSampling2D(interpolation="bilinear"), keras.layers.UpSampling2D()
+        >>> rule = QuantizeRegistry().rule_for(bilinear)
+        >>> rule.rounding(bilinear), rule.rounding(nearest)
+        ('up', None)
+        """
         found = self.rounds_average(layer) if callable(self.rounds_average) else self.rounds_average
         return "away" if found is True else (found or None)
 
