@@ -154,6 +154,37 @@ def _hub_efficientnet(shape):
     return keras.Model(inputs, L.Dense(10)(features))
 
 
+def _hub_preset_config(module, architecture):
+    """The backbone arguments keras-hub loads for one of its presets, from keras-hub's own timm converter (offline)."""
+    import importlib
+
+    try:
+        converter = importlib.import_module(f"keras_hub.src.utils.timm.{module}")
+    except ImportError as error:  # a keras-hub without the converter: skipped like a missing keras-hub
+        raise ImportError(f"keras-hub has no preset config for {architecture} ({error})") from error
+    return converter.convert_backbone_config({"architecture": architecture})
+
+
+def _hub_preset_mobilenet(shape):
+    """keras-hub's MobileNetBackbone as its preset `mobilenet_v3_small_050_imagenet` builds it (278,784 weights)."""
+    from keras_hub.models import MobileNetBackbone
+
+    backbone = MobileNetBackbone(**_hub_preset_config("convert_mobilenet", "mobilenetv3_small_050"), image_shape=shape)
+    inputs = keras.Input(shape, name="pixels")
+    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 127.5, -1.0)(inputs)))
+    return keras.Model(inputs, L.Dense(10)(features))
+
+
+def _hub_preset_efficientnet(shape):
+    """keras-hub's EfficientNetBackbone with the B0 arguments its `efficientnet_b0_*` presets are converted with."""
+    from keras_hub.models import EfficientNetBackbone
+
+    backbone = EfficientNetBackbone(**_hub_preset_config("convert_efficientnet", "efficientnet_b0"), input_shape=shape)
+    inputs = keras.Input(shape, name="pixels")
+    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 255.0)(inputs)))
+    return keras.Model(inputs, L.Dense(10)(features))
+
+
 def _separable_net(shape):
     inputs = keras.Input(shape, name="pixels")
     x = L.Rescaling(1 / 255.0)(inputs)
@@ -199,6 +230,8 @@ NETWORKS = {
     "EfficientNetB0": ("image", _applications(keras.applications.EfficientNetB0)),
     "keras-hub MobileNet": ("image", _hub_mobilenet),
     "keras-hub EfficientNet": ("image", _hub_efficientnet),
+    "keras-hub MobileNetV3Small-050": ("image", _hub_preset_mobilenet),
+    "keras-hub EfficientNetB0": ("image", _hub_preset_efficientnet),
     "SeparableConv2D net": ("image", _separable_net),
     "Conv1D keyword spotting": ("sequence", _keyword_spotting_net),
     "text transformer": ("tokens", _text_transformer),
