@@ -61,9 +61,18 @@ def test_compact_file_is_smaller_and_carries_the_same_values(files):
     old, new = before.subgraphs[0].tensors, after.subgraphs[0].tensors
     graph = after.subgraphs[0]
     edges = set(graph.inputs.tolist()) | set(graph.outputs.tolist())
-    # the inputs and outputs keep their names; the others keep the first op of each name scope
-    assert [t.name for t in new] == [t.name if i in edges else _compact.shortened_name(t.name) for i, t in enumerate(old)]
-    assert sum(map(len, (t.name for t in new))) < sum(map(len, (t.name for t in old)))
+    constants = {i for i, t in enumerate(old) if before.buffers[t.buffer].data is not None}
+    # the constants of an op whose outputs are all the model's own (named by the signature): its layer's only names
+    unnamed_op = {i for op in graph.operators if set(op.outputs.tolist()) <= edges for i in op.inputs.tolist()}
+    assert constants & unnamed_op, "the head's weights: the case the kept names are for"
+    # the inputs and outputs keep their names, weights and biases lose theirs where their op names its output,
+    # and the others keep the first op of each name scope
+    expected = [
+        t.name if i in edges else None if i in constants - unnamed_op else _compact.shortened_name(t.name)
+        for i, t in enumerate(old)
+    ]
+    assert [t.name for t in new] == expected
+    assert sum(len(t.name or b"") for t in new) < 0.7 * sum(map(len, (t.name for t in old)))
     per_channel = 0
     for a, b in zip(old, new):
         assert list(a.shape) == list(b.shape) and a.type == b.type and a.buffer == b.buffer
@@ -104,7 +113,7 @@ def test_stripped_file_keeps_only_the_names_a_runtime_reads(files):
     names = {index: tensor.name for index, tensor in enumerate(graph.tensors)}
     assert all(names[index] for index in edges)
     assert [index for index, name in names.items() if name] == sorted(edges)
-    dropped = sum(len(tensor.name) for index, tensor in enumerate(before.subgraphs[0].tensors) if index not in edges)
+    dropped = sum(len(tensor.name or b"") for index, tensor in enumerate(before.subgraphs[0].tensors) if index not in edges)
     assert len(compacted) - len(stripped) >= dropped  # the arrays are still stored once: stripping keeps compaction
     runner = litert.Interpreter(model_path=str(reports["stripped"].path)).get_signature_runner()
     quantized = reports["stripped"].inputs[0]
@@ -165,3 +174,18 @@ def test_names_stripped_without_sharing_keep_every_array_apart(files, tmp_path):
     x_int8 = np.clip(np.round(x / quantized.scale + quantized.zero_point), -128, 127).astype("int8")
     np.testing.assert_array_equal(_run(path, x_int8, litert.OpResolverType.AUTO),
                                   _run(reports[False].path, x_int8, litert.OpResolverType.AUTO))
+
+
+def test_the_layer_of_an_op_writing_the_models_output_is_still_found_in_a_compact_file(tmp_path):
+    # the head's output is named by the signature: only its weights' names say it is the `head` layer
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(3, name="head")(keras.layers.Dense(8, activation="relu", name="hidden")(inputs))
+    model = keras.Model(inputs, outputs)
+    export.to_tflite(model, tmp_path / "float.tflite", quantization=None)
+    summary = export.inspect_tflite(str(tmp_path / "float.tflite"))
+    names = summary.float_op_tensors["FULLY_CONNECTED"]
+    assert export.keras_layers_of_tensors(names, model) == ["hidden", "head"]
+    _, written = _model(tmp_path / "float.tflite")
+    graph = written.subgraphs[0]
+    named_constants = [t.name for t in graph.tensors if written.buffers[t.buffer].data is not None and t.name]
+    assert named_constants and all(b"head" in name for name in named_constants), named_constants

@@ -17,7 +17,11 @@ network under 100 K parameters the names weigh as much as the weights. The
 runtime never reads them. `compact` keeps, of each name, the first op of each
 name scope (`model/block/Relu6`): every Keras layer and nested model a name
 listed stays in it, which is what `keras_kd.quantization.compare_layers` and
-the export errors read to find a layer's tensors. `repack(...,
+the export errors read to find a layer's tensors. It drops the names of the
+constants (weights, biases: half the names of a MobileNet), whose layer
+the output of the op reading them already names; an op whose outputs are
+the model's outputs (named by its signature) keeps its constants' names,
+so `inspect_tflite` can still say which layer it came from. `repack(...,
 strip_names=True)` drops the intermediate names altogether. The inputs,
 outputs and signatures keep their names either way.
 """
@@ -53,7 +57,8 @@ def repack(content, share_arrays=True, strip_names=False, shorten_names=False):
             output of its subgraph.
         shorten_names: keep, of each such name, the first TensorFlow op of
             each name scope it lists (`a/conv/Relu;a/conv/BiasAdd` becomes
-            `a/conv/Relu`).
+            `a/conv/Relu`), and drop the names of constants read by an op
+            whose output is named.
 
     Returns:
         The new bytes; `content` itself when repacking without `strip_names`
@@ -67,7 +72,7 @@ def repack(content, share_arrays=True, strip_names=False, shorten_names=False):
     if strip_names:
         _rename_intermediates(model, lambda name: None)
     elif shorten_names:
-        _rename_intermediates(model, shortened_name)
+        _rename_intermediates(model, shortened_name, drop_constants=True)
     packed = _pack(model, len(content), share_arrays)
     return packed if strip_names or len(packed) < len(content) else content
 
@@ -122,12 +127,34 @@ class _CannotRepack(ValueError):
     """The file cannot be written again safely; `compact` then keeps it as converted."""
 
 
-def _rename_intermediates(model, rename):
-    """Gives each named tensor that is not an input or an output of its subgraph the name `rename(name)`."""
+def _rename_intermediates(model, rename, drop_constants=False):
+    """Gives each named tensor that is not an input or an output of its subgraph the name `rename(name)`.
+
+    With `drop_constants`, a constant (weights, a bias) loses its name instead, unless an op reading it has
+    no other name that says where it came from: its outputs are all inputs or outputs of the subgraph,
+    whose names are the signature's (the model's last Dense), and a reader of the file
+    (`keras_kd.export.inspect_tflite`) names its layer from its weights.
+    """
+    buffers = model.buffers or ()
     for subgraph in model.subgraphs or ():
+        tensors = subgraph.tensors or ()
         edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
-        for index, tensor in enumerate(subgraph.tensors or ()):
-            if index not in edges and tensor.name:
+
+        def constant(index):
+            data = buffers[tensors[index].buffer].data if tensors[index].buffer < len(buffers) else None
+            return data is not None and len(data) > 0
+
+        keep = set()
+        if drop_constants:
+            for operator in subgraph.operators or ():
+                if all(index in edges for index in _ints(operator.outputs) if index >= 0):
+                    keep.update(index for index in _ints(operator.inputs) if index >= 0)
+        for index, tensor in enumerate(tensors):
+            if index in edges or not tensor.name:
+                continue
+            if drop_constants and index not in keep and constant(index):
+                tensor.name = None
+            else:
                 tensor.name = rename(tensor.name)
 
 
@@ -140,10 +167,14 @@ def shortened_name(name):
 
     >>> shortened_name("m/conv/Relu6;m/conv/BiasAdd;m/bn/FusedBatchNormV3;m/conv/Conv2D")
     'm/conv/Relu6;m/bn/FusedBatchNormV3'
+    >>> shortened_name("m/act/mul;")
+    'm/act/mul'
     """
     text = name.decode("utf-8") if isinstance(name, bytes) else name
     kept, scopes = [], set()
     for part in text.split(";"):
+        if not part:  # the converter leaves empty entries (`a/mul;`, `a/x;;a/y`)
+            continue
         scope = part.rsplit("/", 1)[0] if "/" in part else part
         if scope not in scopes:
             scopes.add(scope)

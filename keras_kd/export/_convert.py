@@ -138,9 +138,10 @@ def to_tflite(
             channel for every per-channel weight and bias), and each
             intermediate tensor's name cut to the first op of each name scope
             it lists (the converter names a fused op's output after every
-            TensorFlow op fused into it). Every Keras layer a name listed
-            stays in it, so `compare_layers` and the errors read the file as
-            they read the converter's. INT8 files of mobile networks come out
+            TensorFlow op fused into it); weights and biases lose their names
+            where the op reading them names its output. Every Keras layer a
+            name listed stays in the file's names, so `compare_layers` and
+            the errors read the file as they read the converter's. INT8 files of mobile networks come out
             6-20% smaller (more under 100 K parameters). False keeps the
             converter's bytes.
         strip_names: drop the names of the file's intermediate tensors; the
