@@ -3,7 +3,8 @@
 
 For each student (keras.applications MobileNetV2 0.35, MobileNetV3Small and Large with
 and without their preprocessing, EfficientNetB0, keras-hub's MobileNet and EfficientNet
-backbones when keras-hub is installed, a SeparableConv2D net, a Conv1D keyword-spotting
+backbones when keras-hub is installed (small configs for 2 cores, and the configs of its
+`mobilenet_v3_small_050` and `efficientnet_b0` presets), a SeparableConv2D net, a Conv1D keyword-spotting
 style net and a one-block text transformer), on offline data (mnist5k resized to 32x32
 RGB for the image nets, its rows as 28-step sequences for the Conv1D net, sklearn's 8x8
 digits as 8-word sentences for the transformer, each row binarised into one of 256
