@@ -20,7 +20,9 @@ words), one run measures side by side:
 - accuracy: float distilled (Keras), PTQ INT8 file, QAT INT8 file (targets: QAT within 1
   point of float, and not below PTQ);
 - the cost of a QAT training step over a float one (same batch, interleaved rounds,
-  median; target <= 1.5x);
+  median; target <= 1.5x), over the user's float model and over the same graph in float
+  as `quantize_model` rewrites it (a grouped Conv2D as a DepthwiseConv2D, ...): the
+  quantizers' own cost, which the verdict also holds to the target;
 - INT8 file size over the float32 file's (target <= 0.3x);
 - host latency, ai-edge-litert with 1 thread, INT8 over float32 (interleaved rounds,
   median of per-round p50s; reported).
@@ -73,6 +75,8 @@ from keras_kd.backend import keras  # noqa: E402
 from keras_kd.benchmark import benchmark_tflite, host_description  # noqa: E402
 from keras_kd.export import _compact, evaluate_tflite, to_tflite  # noqa: E402
 from keras_kd.quantization import compare_layers, float_layers, quantize_model  # noqa: E402
+from keras_kd.quantization.registry import QuantizeRegistry  # noqa: E402
+from keras_kd.quantization.rewrites import canonicalize  # noqa: E402
 
 TARGETS = {"agreement": 0.99, "accuracy_drop_points": 1.0, "step_cost": 1.5, "size_ratio": 0.3}
 BATCH_SIZE = 64
@@ -270,14 +274,21 @@ def _distill(teacher, student, x, y, epochs, learning_rate):
 
 
 def _step_cost(float_model, qat_model, x, y, rounds):
-    """Median over interleaved rounds of (QAT step time / float step time), one supervised batch."""
+    """Median over interleaved rounds of the QAT step time over the float step time, one supervised batch.
+
+    Returns `(over the float model, over the same graph in float)`. The second float model is the
+    one `quantize_model` places its quantizers on (`canonicalize`: a grouped Conv2D as the
+    DepthwiseConv2D TFLite runs, a SeparableConv2D split, ...), so its ratio is what the quantizers
+    alone cost. The two differ where the rewrite changes the speed: keras-hub's MobileNet writes its
+    depthwise convolutions as `Conv2D(groups=channels)`, whose gradient TensorFlow computes slowly on
+    CPU.
+    """
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     models = []
-    for model in (float_model, qat_model):
-        copy = keras.models.clone_model(model) if model is float_model else model
-        copy.compile(keras.optimizers.SGD(0.0), loss)
-        copy.train_on_batch(x, y)  # trace
-        models.append(copy)
+    for model in (keras.models.clone_model(float_model), canonicalize(float_model, QuantizeRegistry()), qat_model):
+        model.compile(keras.optimizers.SGD(0.0), loss)
+        model.train_on_batch(x, y)  # trace
+        models.append(model)
     ratios = []
     for _ in range(rounds):
         times = []
@@ -286,8 +297,8 @@ def _step_cost(float_model, qat_model, x, y, rounds):
             for _ in range(5):
                 model.train_on_batch(x, y)
             times.append(time.perf_counter() - start)
-        ratios.append(times[1] / times[0])
-    return statistics.median(ratios)
+        ratios.append((times[2] / times[0], times[2] / times[1]))
+    return tuple(statistics.median(ratio[k] for ratio in ratios) for k in (0, 1))
 
 
 def _kernel_agreement(path, x):
@@ -328,7 +339,9 @@ def measure(name, data, teacher, args, folder):
 
     qat = quantize_model(student, per_channel=args.per_channel)
     figures["float_layers"] = [layer for layer, _ in float_layers(qat)]
-    figures["step_cost"] = _step_cost(student, qat, x_train[:BATCH_SIZE], y_train[:BATCH_SIZE], args.rounds)
+    figures["step_cost"], figures["step_cost_same_graph"] = _step_cost(
+        student, qat, x_train[:BATCH_SIZE], y_train[:BATCH_SIZE], args.rounds
+    )
     _distill(teacher, qat, x_train, y_train, args.qat_epochs, 1e-4)
     figures["qat_keras_accuracy"] = _accuracy(qat, x_test, y_test)
     int8_path = os.path.join(folder, "int8.tflite")
@@ -473,7 +486,8 @@ def _verdicts(row):
         "all_int8": all_int8,
         "agreement": row["agreement"] >= TARGETS["agreement"],
         "accuracy": drop <= TARGETS["accuracy_drop_points"] and row["int8_accuracy"] >= row["ptq_accuracy"],
-        "step_cost": row["step_cost"] <= TARGETS["step_cost"],
+        # the stricter of the two: the quantizers' own cost shows even where the user's float graph is slow
+        "step_cost": max(row["step_cost"], row.get("step_cost_same_graph", 0.0)) <= TARGETS["step_cost"],
         "size": row["size_ratio"] <= TARGETS["size_ratio"],
     }
 
@@ -496,10 +510,16 @@ def _print(rows, header):
             f"| {row['agreement']:.2%}{mark(verdict['agreement'])} | {row['kernel_agreement']:.2%} "
             f"| {row['float_accuracy']:.2%} "
             f"| {row['ptq_accuracy']:.2%} | {row['int8_accuracy']:.2%}{mark(verdict['accuracy'])} "
-            f"| {row['step_cost']:.2f}x{mark(verdict['step_cost'])} | {row['size_ratio']:.2f}x{mark(verdict['size'])}"
+            f"| {row['step_cost']:.2f}x{_same_graph_note(row)}{mark(verdict['step_cost'])} "
+            f"| {row['size_ratio']:.2f}x{mark(verdict['size'])}"
             f"{_stripped_note(row)} "
             f"| {row['latency_ratio']:.2f}x ({row['p50_ms']['int8']:.3f} / {row['p50_ms']['float32']:.3f} ms) |"
         )
+
+
+def _same_graph_note(row):
+    same = row.get("step_cost_same_graph")
+    return "" if same is None or abs(same - row["step_cost"]) < 0.05 else f" ({same:.2f}x same graph)"
 
 
 def _stripped_note(row):
