@@ -387,7 +387,8 @@ def validate_distill_config(config, source="the config"):
                 problems.append(f"{detail}; expected {key.expected}")
             else:
                 problems.append(f"{key.name}: {detail}; expected {key.expected}")
-    if checked.get("per_channel") is not True and not checked.get("qat"):
+    if config.get("per_channel") is not None and "per_channel" in checked and not checked.get("qat"):
+        # true too: whoever sets it without qat: true expects it to change something, and it would not
         problems.append(f"per_channel: got {_describe(config['per_channel'])} without qat: true; it only applies to "
                         "a quantization-aware student: set qat: true, or remove per_channel")
     if problems:
@@ -739,7 +740,7 @@ def cmd_export(args):
     if args.json:
         _print_json(report.to_dict())
     else:
-        print(f"wrote {report.path} ({report.size_bytes:,} bytes, {report.quantization}); ops: "
+        print(f"wrote {report.path} ({report.size_bytes:,} bytes, {report.quantization or 'float32'}); ops: "
               + ", ".join(f"{k} x{v}" for k, v in sorted(report.op_counts.items())))
         if report.validation is not None:
             print(f"agreement with the Keras model: {report.validation.agreement:.2%}")

@@ -141,6 +141,7 @@ def _config(tmp_path, text):
     ("qat: yes please", r"qat: got the string 'yes please'; expected true or false"),
     ("qat: true\nper_channel: pointwise", r"per_channel: got the string 'pointwise'; expected true, depthwise or false"),
     ("per_channel: false", r"per_channel: got the boolean False without qat: true; it only applies to a quantization"),
+    ("per_channel: true", r"per_channel: got the boolean True without qat: true; it only applies to a quantization"),
     ("dataset: mnist6k", r"dataset: Unknown dataset 'mnist6k'"),
     ("schedules: {temperature: {start: 4, end: 2, steps: 3}}",
      r"schedules\.temperature: got a dict .* without a class_name; write it as "

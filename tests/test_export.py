@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -385,6 +386,9 @@ def test_quantization_aware_model_exports_int8_without_calibration(tmp_path, tra
     qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
     with pytest.raises(ValueError, match=r"quantization='float16' does not apply to a quantization-aware model"):
         export.to_tflite(qat, tmp_path / "qat.tflite", quantization="float16")
+    with pytest.raises(ValueError, match=r"quantization=None does not apply .*QUANTIZE/DEQUANTIZE pairs"):
+        export.to_tflite(qat, tmp_path / "qat.tflite", quantization=None)
+    assert not (tmp_path / "qat.tflite").exists()
     report = export.to_tflite(qat, tmp_path / "qat.tflite", validation_data=(x_val, y_val))
     assert report.quantization_aware is True
     assert report.input_dtype == "int8" and report.output_dtype == "int8"
@@ -565,3 +569,22 @@ def test_a_two_input_file_is_validated_and_evaluated_input_by_input(tmp_path):
         export.evaluate_tflite(report.path, [small, large[:, :4]])
     with pytest.raises(ValueError, match="different numbers of samples"):
         export.evaluate_tflite(report.path, [small, large[:10]])
+
+
+def test_validation_warns_when_the_model_predicts_one_class_for_every_input(tmp_path):
+    # a model whose head outputs a constant: agreement 1.0 on any file, which says nothing about the file
+    model = _small_cnn()
+    head = model.layers[-1]
+    head.set_weights([np.zeros_like(head.get_weights()[0]), np.arange(10, dtype="float32")])
+    x = np.random.RandomState(0).uniform(0, 1, (16, 8, 8, 1)).astype("float32")
+    path = tmp_path / "f.tflite"
+    export.to_tflite(model, path, quantization=None)
+    with pytest.warns(UserWarning, match=r"predicts class 9 for every one of the 16 validation inputs"):
+        result = export.validate(model, path, x)
+    assert result.agreement == 1.0
+    keras.utils.set_random_seed(1)
+    trained_like = _small_cnn()
+    assert len(set(np.argmax(trained_like.predict(x, verbose=0), -1))) > 1  # it tells some inputs apart
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        export.validate(trained_like, export.to_tflite(trained_like, tmp_path / "g.tflite", quantization=None).path, x)

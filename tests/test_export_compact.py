@@ -179,12 +179,13 @@ def test_names_stripped_without_sharing_keep_every_array_apart(files, tmp_path):
 def test_the_layer_of_an_op_writing_the_models_output_is_still_found_in_a_compact_file(tmp_path):
     # the head's output is named by the signature: only its weights' names say it is the `head` layer
     inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(3, name="head")(keras.layers.Dense(8, activation="relu", name="hidden")(inputs))
-    model = keras.Model(inputs, outputs)
+    hidden = keras.layers.Activation("tanh", name="squash")(keras.layers.Dense(8, name="hidden")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(hidden))
     export.to_tflite(model, tmp_path / "float.tflite", quantization=None)
     summary = export.inspect_tflite(str(tmp_path / "float.tflite"))
     names = summary.float_op_tensors["FULLY_CONNECTED"]
-    assert export.keras_layers_of_tensors(names, model) == ["hidden", "head"]
+    # the two Dense layers; not `squash`, whose output the head reads but which is not a FULLY_CONNECTED op
+    assert export.keras_layers_of_tensors(names, model) == ["hidden", "head"], names
     _, written = _model(tmp_path / "float.tflite")
     graph = written.subgraphs[0]
     named_constants = [t.name for t in graph.tensors if written.buffers[t.buffer].data is not None and t.name]

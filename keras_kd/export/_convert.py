@@ -262,6 +262,14 @@ def _check_quantization_aware(model, quantization):
             "make the converter write int8 regardless. Use quantization='int8' (io_dtype='float32' for float "
             "inputs and outputs), or export the float model it was made from."
         )
+    if quantization is None:
+        # the converter keeps each fake-quant op as a QUANTIZE/DEQUANTIZE pair between float ops
+        raise ValueError(
+            "quantization=None does not apply to a quantization-aware model: the float32 file would keep its "
+            "fake-quant ops as QUANTIZE/DEQUANTIZE pairs around every float op, rounding in float what the "
+            "int8 file computes in integers (bigger and slower than either). Use quantization='int8' "
+            "(io_dtype='float32' for float inputs and outputs), or export the float model it was made from."
+        )
     return True
 
 

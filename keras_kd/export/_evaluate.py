@@ -1,5 +1,7 @@
 """Running a `.tflite` file on data, and comparing it with the Keras model it came from."""
 
+import warnings
+
 import numpy as np
 
 from keras_kd import interpreter as _interpreter
@@ -202,8 +204,16 @@ def validate(model, path, x, y=None, batch_size=256, num_threads=None):
             "is the file converted from this model?"
         )
     difference = np.abs(keras_outputs - tflite_outputs)
+    keras_top1 = _top1(keras_outputs)
+    if keras_top1.size > 1 and np.all(keras_top1 == keras_top1.flat[0]):
+        warnings.warn(
+            f"The Keras model predicts class {int(keras_top1.flat[0])} for every one of the {keras_top1.size} "
+            "validation inputs, so the agreement says little about the file: an untrained or collapsed model, "
+            "or inputs not preprocessed as in training. Validate on inputs the trained model tells apart.",
+            stacklevel=2,
+        )
     return ValidationResult(
-        agreement=float(np.mean(_top1(keras_outputs) == _top1(tflite_outputs))),
+        agreement=float(np.mean(keras_top1 == _top1(tflite_outputs))),
         keras_accuracy=_accuracy(keras_outputs, y),
         tflite_accuracy=_accuracy(tflite_outputs, y),
         max_abs_diff=float(difference.max()) if difference.size else 0.0,

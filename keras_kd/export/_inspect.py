@@ -152,7 +152,7 @@ def _read_summary(schema, content, path):
                 reads_values and _any_float(subgraph, operator.InputsAsNumpy(), type_names)
             ):
                 float_ops.add(name)
-                float_op_tensors.setdefault(name, []).extend(_operator_tensor_names(subgraph, operator))
+                float_op_tensors.setdefault(name, []).extend(_operator_tensor_names(model, subgraph, operator))
     main = model.Subgraphs(0)
     inputs, outputs = _keras_order(model, main)
     return TFLiteSummary(
@@ -192,11 +192,18 @@ def _tensor_name(subgraph, index):
     return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
-def _operator_tensor_names(subgraph, operator):
-    """The names that say where an op came from: its outputs', else its constant inputs' (weights)."""
+def _operator_tensor_names(model, subgraph, operator):
+    """The names that say where an op came from: its outputs', else its constant inputs' (weights).
+
+    An op writing the model's output has the signature's name (`StatefulPartitionedCall:0`); its
+    weights name its layer. Its other inputs come from the layers before it, so they are left out.
+    """
     names = [_tensor_name(subgraph, t) for t in _as_list(operator.OutputsAsNumpy()) if t >= 0]
     if not any("/" in name for name in names):
-        names += [_tensor_name(subgraph, t) for t in _as_list(operator.InputsAsNumpy()) if t >= 0]
+        names += [
+            _tensor_name(subgraph, t) for t in _as_list(operator.InputsAsNumpy())
+            if t >= 0 and model.Buffers(subgraph.Tensors(t).Buffer()).DataLength() > 0
+        ]
     return names
 
 

@@ -59,10 +59,10 @@ def split_separable(layer, args, kwargs, names):
         dtype=layer.dtype_policy,
     )
     outputs = pointwise(depthwise(args[0]))
-    depthwise.set_weights([keras.ops.convert_to_numpy(layer.depthwise_kernel)])
-    pointwise_weights = [keras.ops.convert_to_numpy(layer.pointwise_kernel)]
+    depthwise.set_weights([layer.depthwise_kernel.numpy()])
+    pointwise_weights = [layer.pointwise_kernel.numpy()]
     if layer.use_bias:
-        pointwise_weights.append(keras.ops.convert_to_numpy(layer.bias))
+        pointwise_weights.append(layer.bias.numpy())
     pointwise.set_weights(pointwise_weights)
     return [outputs]
 
@@ -77,8 +77,8 @@ def layer_norm_ops(layer, args, kwargs, names):
     outputs = keras.ops.multiply(centered, keras.ops.rsqrt(keras.ops.add(variance, layer.epsilon)))
     # Constant gamma and beta; an identity one is left out: the converter drops a MUL by 1 or an ADD
     # of 0 and would then meet two quantizers in a row with scales a rounding error apart.
-    gamma = keras.ops.convert_to_numpy(layer.gamma) if layer.scale else None
-    beta = keras.ops.convert_to_numpy(layer.beta) if layer.center else None
+    gamma = layer.gamma.numpy() if layer.scale else None
+    beta = layer.beta.numpy() if layer.center else None
     if gamma is not None and not np.all(gamma == 1.0):
         outputs = keras.ops.multiply(outputs, gamma)
     if beta is not None and not np.all(beta == 0.0):
@@ -173,7 +173,7 @@ class _Canonicalizer:
 
     def _grouped_to_depthwise(self, node, layer, tensors):
         """Conv2D(groups=in_channels) is a depthwise convolution: TFLite runs it as DEPTHWISE_CONV_2D."""
-        kernel = keras.ops.convert_to_numpy(layer.kernel)  # (kh, kw, 1, filters), filters = in * multiplier
+        kernel = layer.kernel.numpy()  # (kh, kw, 1, filters), filters = in * multiplier
         in_channels = layer.groups
         multiplier = layer.filters // in_channels
         activation = activation_rule(layer.activation)
@@ -187,7 +187,7 @@ class _Canonicalizer:
         outputs = call_node(node, depthwise, tensors)
         weights = [kernel.reshape(*kernel.shape[:2], in_channels, multiplier)]
         if layer.use_bias:
-            weights.append(keras.ops.convert_to_numpy(layer.bias))
+            weights.append(layer.bias.numpy())
         depthwise.set_weights(weights)
         if fused:
             return outputs
