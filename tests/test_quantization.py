@@ -792,6 +792,7 @@ def _kernel_scales(path):
     return found
 
 
+@pytest.mark.filterwarnings("ignore:The Keras model predicts class")  # random weights: the steps are checked
 @pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [True, "depthwise", False])
 def test_per_channel_chooses_which_kernels_take_one_scale(tmp_path, rng, per_channel):

@@ -345,6 +345,7 @@ _NETWORKS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:The Keras model predicts class")  # random weights: the steps are checked
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(_NETWORKS))
 def test_networks_people_ship_convert_to_all_int8(name, tmp_path, rng):
@@ -412,6 +413,7 @@ def _hub_backbones():
     return {"MobileNetBackbone": mobilenet, "EfficientNetBackbone": efficientnet}
 
 
+@pytest.mark.filterwarnings("ignore:The Keras model predicts class")  # random weights: the steps are checked
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetBackbone", "EfficientNetBackbone"])
 def test_keras_hub_backbones_convert_to_all_int8(name, tmp_path, rng):
