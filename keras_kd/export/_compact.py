@@ -139,23 +139,24 @@ def _rename_intermediates(model, rename, drop_constants=False):
     for subgraph in model.subgraphs or ():
         tensors = subgraph.tensors or ()
         edges = set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
-
-        def constant(index):
-            data = buffers[tensors[index].buffer].data if tensors[index].buffer < len(buffers) else None
-            return data is not None and len(data) > 0
-
-        keep = set()
+        unnamed = set()
         if drop_constants:
+            unnamed = {index for index, tensor in enumerate(tensors) if _is_constant(tensor, buffers)}
             for operator in subgraph.operators or ():
                 if all(index in edges for index in _ints(operator.outputs) if index >= 0):
-                    keep.update(index for index in _ints(operator.inputs) if index >= 0)
+                    unnamed.difference_update(_ints(operator.inputs))
         for index, tensor in enumerate(tensors):
             if index in edges or not tensor.name:
                 continue
-            if drop_constants and index not in keep and constant(index):
+            if index in unnamed:
                 tensor.name = None
             else:
                 tensor.name = rename(tensor.name)
+
+
+def _is_constant(tensor, buffers):
+    data = buffers[tensor.buffer].data if tensor.buffer < len(buffers) else None
+    return data is not None and len(data) > 0
 
 
 def shortened_name(name):
