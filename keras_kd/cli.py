@@ -733,7 +733,7 @@ def cmd_export(args):
         report = to_tflite(model, output, quantization=None if args.quantization == "none" else args.quantization,
                            representative_data=calibration, io_dtype=args.io_dtype, validation_data=validation,
                            min_agreement=args.min_agreement, allow_select_tf_ops=args.allow_select_tf_ops,
-                           strip_names=args.strip_names)
+                           strip_names=args.strip_names, batch_size=args.batch_size)
     except ExportValidationError as error:
         print(f"keras-kd export: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -879,6 +879,9 @@ def build_parser():
     p.add_argument("--allow-select-tf-ops", action="store_true", help="allow Flex ops (needs the Flex delegate)")
     p.add_argument("--strip-names", action="store_true",
                    help="drop the names of intermediate tensors (a smaller file; compare_layers needs them)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="fix the file's batch dimension (1 for the device: shapes that depend on the batch are "
+                        "then constants, which XNNPACK runs); default: dynamic")
     p.add_argument("--output", help="output path (default: beside the model)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)

@@ -533,6 +533,7 @@ FLAGS = {
         "--io-dtype": (["--io-dtype", "uint8"], _kwarg("to_tflite", "io_dtype"), "uint8"),
         "--allow-select-tf-ops": (["--allow-select-tf-ops"], _kwarg("to_tflite", "allow_select_tf_ops"), True),
         "--strip-names": (["--strip-names"], _kwarg("to_tflite", "strip_names"), True),
+        "--batch-size": (["--batch-size", "1"], _kwarg("to_tflite", "batch_size"), 1),
         "--output": (["--output", "out.tflite"], _arg("to_tflite", 1), "out.tflite"),
         "--json": (["--json"], lambda calls: "to_tflite" in calls, True),
     },
