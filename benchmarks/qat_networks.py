@@ -126,6 +126,13 @@ def _scaled(build, scale, offset):
     return wrapped
 
 
+def _hub_classifier(backbone, shape, scale, offset=0.0):
+    """A keras-hub backbone fed pixels mapped as it expects, with a 10-class head on its pooled features."""
+    inputs = keras.Input(shape, name="pixels")
+    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(scale, offset)(inputs)))
+    return keras.Model(inputs, L.Dense(10)(features))
+
+
 def _hub_mobilenet(shape):
     from keras_hub.models import MobileNetBackbone
 
@@ -138,9 +145,7 @@ def _hub_mobilenet(shape):
         depthwise_stride=2, depthwise_residual=False, last_layer_filter=96, squeeze_and_excite=0.5,
         image_shape=shape,
     )
-    inputs = keras.Input(shape, name="pixels")
-    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 127.5, -1.0)(inputs)))
-    return keras.Model(inputs, L.Dense(10)(features))
+    return _hub_classifier(backbone, shape, 1 / 127.5, -1.0)
 
 
 def _hub_efficientnet(shape):
@@ -154,9 +159,7 @@ def _hub_efficientnet(shape):
         stackwise_block_types=["v1"] * 3, stackwise_force_input_filters=[0] * 3,
         stackwise_nores_option=[False] * 3, input_shape=shape, num_features=128,
     )
-    inputs = keras.Input(shape, name="pixels")
-    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 255.0)(inputs)))
-    return keras.Model(inputs, L.Dense(10)(features))
+    return _hub_classifier(backbone, shape, 1 / 255.0)
 
 
 def _hub_preset_config(module, architecture):
@@ -175,9 +178,7 @@ def _hub_preset_mobilenet(shape):
     from keras_hub.models import MobileNetBackbone
 
     backbone = MobileNetBackbone(**_hub_preset_config("convert_mobilenet", "mobilenetv3_small_050"), image_shape=shape)
-    inputs = keras.Input(shape, name="pixels")
-    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 127.5, -1.0)(inputs)))
-    return keras.Model(inputs, L.Dense(10)(features))
+    return _hub_classifier(backbone, shape, 1 / 127.5, -1.0)
 
 
 def _hub_preset_efficientnet(shape):
@@ -185,9 +186,7 @@ def _hub_preset_efficientnet(shape):
     from keras_hub.models import EfficientNetBackbone
 
     backbone = EfficientNetBackbone(**_hub_preset_config("convert_efficientnet", "efficientnet_b0"), input_shape=shape)
-    inputs = keras.Input(shape, name="pixels")
-    features = L.GlobalAveragePooling2D()(backbone(L.Rescaling(1 / 255.0)(inputs)))
-    return keras.Model(inputs, L.Dense(10)(features))
+    return _hub_classifier(backbone, shape, 1 / 255.0)
 
 
 def _separable_net(shape):

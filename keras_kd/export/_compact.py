@@ -19,9 +19,9 @@ name scope (`model/block/Relu6`): every Keras layer and nested model a name
 listed stays in it, which is what `keras_kd.quantization.compare_layers` and
 the export errors read to find a layer's tensors. It drops the names of the
 constants (weights, biases: half the names of a MobileNet), whose layer
-the output of the op reading them already names; an op whose outputs are
-the model's outputs (named by its signature) keeps its constants' names,
-so `inspect_tflite` can still say which layer it came from. `repack(...,
+the output of the op reading them already names; an op whose outputs name
+no layer (the model's outputs, named by its signature) keeps its constants'
+names, so `inspect_tflite` can still say which layer it came from. `repack(...,
 strip_names=True)` drops the intermediate names altogether. The inputs,
 outputs and signatures keep their names either way.
 """
@@ -31,7 +31,7 @@ import numpy as np
 #: Alignment of constant buffer data in the repacked file.
 BUFFER_ALIGNMENT = 16
 
-__all__ = ["compact", "expose_tensors", "repack", "shortened_name"]
+__all__ = ["compact", "expose_tensors", "names_a_layer", "repack", "shortened_name"]
 
 
 def compact(content):
@@ -130,10 +130,9 @@ class _CannotRepack(ValueError):
 def _rename_intermediates(model, rename, drop_constants=False):
     """Gives each named tensor that is not an input or an output of its subgraph the name `rename(name)`.
 
-    With `drop_constants`, a constant (weights, a bias) loses its name instead, unless an op reading it has
-    no other name that says where it came from: its outputs are all inputs or outputs of the subgraph,
-    whose names are the signature's (the model's last Dense), and a reader of the file
-    (`keras_kd.export.inspect_tflite`) names its layer from its weights.
+    With `drop_constants`, a constant (weights, a bias) loses its name instead, unless it is read by an op
+    none of whose outputs `names_a_layer` (the model's last Dense, whose output the signature names): a
+    reader of the file (`keras_kd.export.inspect_tflite`) then names that op's layer from its weights.
     """
     buffers = model.buffers or ()
     for subgraph in model.subgraphs or ():
@@ -143,7 +142,7 @@ def _rename_intermediates(model, rename, drop_constants=False):
         if drop_constants:
             unnamed = {index for index, tensor in enumerate(tensors) if _is_constant(tensor, buffers)}
             for operator in subgraph.operators or ():
-                if all(index in edges for index in _ints(operator.outputs) if index >= 0):
+                if not any(names_a_layer(tensors[index].name) for index in _ints(operator.outputs) if index >= 0):
                     unnamed.difference_update(_ints(operator.inputs))
         for index, tensor in enumerate(tensors):
             if index in edges or not tensor.name:
@@ -152,6 +151,20 @@ def _rename_intermediates(model, rename, drop_constants=False):
                 tensor.name = None
             else:
                 tensor.name = rename(tensor.name)
+
+
+def names_a_layer(name):
+    """Whether a TFLite tensor name (str, bytes or None) says which layer computed it: a name scope.
+
+    The converter names an op's output after the TensorFlow ops it fused (`model/dense/MatMul`); a
+    model output takes the signature's name instead, which names no layer.
+
+    >>> names_a_layer("model/dense/MatMul"), names_a_layer("StatefulPartitionedCall:0"), names_a_layer(None)
+    (True, False, False)
+    """
+    if not name:
+        return False
+    return "/" in (name.decode("utf-8", "replace") if isinstance(name, bytes) else name)
 
 
 def _is_constant(tensor, buffers):

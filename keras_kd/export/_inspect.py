@@ -9,6 +9,7 @@ import numpy as np
 
 from keras_kd import interpreter as _interpreter
 from keras_kd.backend import LEGACY_KERAS
+from keras_kd.export._compact import names_a_layer
 from keras_kd.export._reports import TensorInfo, TFLiteSummary
 
 _EDGE_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
@@ -199,7 +200,7 @@ def _operator_tensor_names(model, subgraph, operator):
     weights name its layer. Its other inputs come from the layers before it, so they are left out.
     """
     names = [_tensor_name(subgraph, t) for t in _as_list(operator.OutputsAsNumpy()) if t >= 0]
-    if not any("/" in name for name in names):
+    if not any(names_a_layer(name) for name in names):
         names += [
             _tensor_name(subgraph, t) for t in _as_list(operator.InputsAsNumpy())
             if t >= 0 and model.Buffers(subgraph.Tensors(t).Buffer()).DataLength() > 0
